@@ -1,0 +1,182 @@
+"""The golden model against a naive, literal transcription of docs/isa.md on random instructions."""
+import numpy as np
+import pytest
+
+from sushi import isa
+from sushi.config import PRESETS, AccelConfig
+from sushi.isa import Op
+from sim.golden import GoldenModel, GoldenError, wrap32
+
+
+def s8(b):
+    return b - 256 if b > 127 else b
+
+
+def naive_requant(x, m, s, lo, hi):
+    x = int(x) * int(m)
+    if s:
+        x = (x + (1 << (s - 1))) >> s
+    return max(lo, min(hi, x))
+
+
+def naive_conv(cfg, buf, dram, wb, f):
+    R, V = cfg.pe_rows, cfg.pe_cols
+    out = {}
+    G = f["n_groups"]
+    for g in range(G):
+        lanes = V if f["dw"] else R
+        recs = [isa.unpack_params(bytes(dram[f["param_addr"] + (g * lanes + r) * 8:][:8])) for r in range(lanes)]
+        for oy in range(f["out_h"]):
+            for ox in range(f["out_w"]):
+                acc = [0] * lanes
+                for ky in range(f["kh"]):
+                    for kx in range(f["kw"]):
+                        iy, ix = oy * f["sh"] + ky - f["pad_top"], ox * f["sw"] + kx - f["pad_left"]
+                        ok = 0 <= iy < f["in_h"] and 0 <= ix < f["in_w"]
+                        for c in range(1 if f["dw"] else f["cin_w"]):
+                            cw = g if f["dw"] else c
+                            a = buf[f["in_addr"] + (iy * f["in_w"] + ix) * f["cin_w"] + cw] if ok else np.zeros(V, int)
+                            if f["dw"]:
+                                p = ky * f["kw"] + kx
+                                t = f["tile_base"] + g * f["tile_sg"] + p // R
+                                for j in range(V):
+                                    acc[j] += s8(dram[wb + t * R * V + (p % R) * V + j]) * int(a[j])
+                            else:
+                                t = f["tile_base"] + g * f["tile_sg"] + ky * f["tile_sky"] + kx * f["tile_skx"] + c
+                                for r in range(R):
+                                    for j in range(V):
+                                        acc[r] += s8(dram[wb + t * R * V + r * V + j]) * int(a[j])
+                y = [naive_requant(int(wrap32(int(wrap32(acc[r])) + int(recs[r][0][0]))), recs[r][1][0], recs[r][2][0],
+                                   f["clamp_lo"], f["clamp_hi"]) for r in range(lanes)]
+                base = f["out_addr"] + (oy * f["out_w"] + ox) * f["cout_w"] + (g if f["dw"] else g * (R // V))
+                for q in range(lanes // V):
+                    out[base + q] = y[q * V:(q + 1) * V]
+    return out
+
+
+def random_conv(rng, cfg, dw):
+    R, V = cfg.pe_rows, cfg.pe_cols
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    sh, sw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    in_h, in_w = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+    pt, pl = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+    out_h = max(1, (in_h + 2 * pt - kh) // sh + 1)
+    out_w = max(1, (in_w + 2 * pl - kw) // sw + 1)
+    cin_w = int(rng.integers(1, 3))
+    if dw:
+        G, cout_w = cin_w, cin_w
+        sg = -(-kh * kw // R)
+        n_tiles = G * sg
+    else:
+        G = int(rng.integers(1, 3))
+        cout_w = G * (R // V) + int(rng.integers(0, 2))
+        sg = kh * kw * cin_w
+        n_tiles = G * sg
+    f = dict(dw=int(dw), kh=kh, kw=kw, sh=sh, sw=sw, pad_top=pt, pad_left=pl, in_h=in_h, in_w=in_w,
+             out_h=out_h, out_w=out_w, cin_w=cin_w, cout_w=cout_w, n_groups=G, in_addr=0,
+             out_addr=in_h * in_w * cin_w + 3, clamp_lo=int(rng.integers(-128, 1)), clamp_hi=int(rng.integers(0, 128)),
+             tile_base=2, tile_sg=sg, tile_sky=kw * cin_w, tile_skx=cin_w, param_addr=0)
+    return f, n_tiles + 2
+
+
+@pytest.mark.parametrize("preset", ["tiny", "16x8"])
+@pytest.mark.parametrize("dw", [0, 1])
+def test_conv_matches_naive(preset, dw):
+    cfg = PRESETS[preset]
+    rng = np.random.default_rng(7 + dw)
+    for trial in range(6):
+        f, n_tiles = random_conv(rng, cfg, dw)
+        lanes = cfg.pe_cols if dw else cfg.pe_rows
+        n_rec = f["n_groups"] * lanes
+        prog_base, param_off = 0, 64
+        weight_base = 1024
+        dram = bytearray(weight_base + n_tiles * cfg.tile_bytes + 64)
+        f["param_addr"] = param_off
+        dram[prog_base:prog_base + 32] = isa.encode(Op.CONV, **f)
+        dram[32:64] = isa.encode(Op.HALT)
+        dram[param_off:param_off + 8 * n_rec] = isa.pack_params(
+            rng.integers(-3000, 3000, n_rec), rng.integers(1, 1 << 16, n_rec), rng.integers(0, 24, n_rec))
+        dram[weight_base:weight_base + n_tiles * cfg.tile_bytes] = rng.integers(-128, 128, n_tiles * cfg.tile_bytes).astype(np.int8).tobytes()
+        gm = GoldenModel(cfg)
+        gm.buf[:] = rng.integers(-128, 128, gm.buf.shape)
+        before = gm.buf.astype(int).copy()
+        expect = naive_conv(cfg, before, dram, weight_base, f)
+        c = gm.run(dram, prog_base, weight_base)
+        for addr, y in expect.items():
+            assert list(gm.buf[addr]) == list(y), (trial, addr)
+        untouched = set(range(len(before))) - set(expect)
+        assert all((gm.buf[a] == before[a]).all() for a in untouched)
+        per_group = f["kh"] * f["kw"] * (1 if dw else f["cin_w"])
+        assert c.mac_cycles == f["n_groups"] * f["out_h"] * f["out_w"] * per_group
+        tiles = f["n_groups"] * f["tile_sg"]
+        assert c.pb_misses == tiles and c.w_rd_bytes == tiles * cfg.tile_bytes + 8 * n_rec
+        assert c.instrs == 2 and c.instr_rd_bytes == 64
+
+
+def test_pool_add_load_store_match_naive():
+    cfg = PRESETS["tiny"]
+    V = cfg.pe_cols
+    rng = np.random.default_rng(3)
+    for mode in (0, 1):
+        in_h, in_w, c_w, k, s, pad = 5, 4, 2, 3, 2, 1
+        out_h, out_w = (in_h + 2 * pad - k) // s + 1, (in_w + 2 * pad - k) // s + 1
+        n_in = in_h * in_w * c_w
+        x = rng.integers(-128, 128, (n_in, V)).astype(np.int8)
+        dram = bytearray(4096)
+        dram[1024:1024 + n_in * V] = x.tobytes()
+        prog = [isa.encode(Op.LOAD, buf_addr=10, n_words=n_in, dram_addr=1024),
+                isa.encode(Op.POOL, mode=mode, kh=k, kw=k, sh=s, sw=s, pad_top=pad, pad_left=pad, in_h=in_h, in_w=in_w,
+                           out_h=out_h, out_w=out_w, c_w=c_w, in_addr=10, out_addr=200, mult=21845, shift=17,
+                           clamp_lo=-100, clamp_hi=100),
+                isa.encode(Op.ADD, a_addr=200, b_addr=10, out_addr=300, n_words=out_h * out_w * c_w,
+                           mult_a=3000, mult_b=5000, shift=12, clamp_lo=0, clamp_hi=127),
+                isa.encode(Op.STORE, buf_addr=300, n_words=out_h * out_w * c_w, dram_addr=2048),
+                isa.encode(Op.HALT)]
+        dram[0:32 * len(prog)] = b"".join(prog)
+        c = GoldenModel(cfg).run(dram, 0, 0)
+        xi = x.astype(int).reshape(in_h, in_w, c_w * V)
+        pooled = np.zeros((out_h, out_w, c_w * V), int)
+        for oy in range(out_h):
+            for ox in range(out_w):
+                for ch in range(c_w * V):
+                    vals = [xi[oy * s + a - pad, ox * s + b - pad, ch] for a in range(k) for b in range(k)
+                            if 0 <= oy * s + a - pad < in_h and 0 <= ox * s + b - pad < in_w]
+                    pooled[oy, ox, ch] = max(-100, min(100, max(vals))) if mode == 0 else naive_requant(sum(vals), 21845, 17, -100, 100)
+        flat = pooled.reshape(-1)
+        bflat = xi.reshape(-1)[:flat.size]
+        added = [naive_requant(a * 3000 + b * 5000, 1, 12, 0, 127) for a, b in zip(flat, bflat)]
+        got = np.frombuffer(bytes(dram[2048:2048 + flat.size]), dtype=np.int8)
+        assert list(got) == added
+        assert c.act_rd_bytes == n_in * V and c.act_wr_bytes == flat.size and c.instrs == 5
+
+
+def test_unknown_opcode_sets_error_and_stops():
+    cfg = PRESETS["tiny"]
+    dram = bytearray(256)
+    dram[0] = 0x7F
+    c = GoldenModel(cfg).run(dram, 0, 0)
+    assert c.error == 1 and c.instrs == 1
+
+
+def test_out_of_range_buffer_is_named():
+    cfg = AccelConfig(pe_rows=4, pe_cols=4, act_buf_words=16, wbuf_tiles=4)
+    dram = bytearray(256)
+    dram[0:32] = isa.encode(Op.LOAD, buf_addr=10, n_words=8, dram_addr=64)
+    with pytest.raises(GoldenError, match=r"LOAD: activation buffer words \[10, 18\) outside \[0, 16\)"):
+        GoldenModel(cfg).run(dram, 0, 0)
+
+
+def test_pb_resident_tiles_are_hits_not_dram_bytes():
+    cfg = PRESETS["tiny"]
+    rng = np.random.default_rng(0)
+    f, n_tiles = random_conv(rng, cfg, 0)
+    n_rec = f["n_groups"] * cfg.pe_rows
+    dram = bytearray(1024 + n_tiles * cfg.tile_bytes)
+    f["param_addr"] = 64
+    dram[0:32] = isa.encode(Op.CONV, **f)
+    dram[32:64] = isa.encode(Op.HALT)
+    dram[64:64 + 8 * n_rec] = isa.pack_params([0] * n_rec, [1] * n_rec, [0] * n_rec)
+    base = GoldenModel(cfg).run(bytearray(dram), 0, 1024)
+    res = GoldenModel(cfg, resident={2, 3}).run(bytearray(dram), 0, 1024)
+    assert res.pb_hits == 2 and res.pb_misses == base.pb_misses - 2
+    assert res.w_rd_bytes == base.w_rd_bytes - 2 * cfg.tile_bytes
