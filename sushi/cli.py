@@ -1,0 +1,195 @@
+"""The `sushi` command line: compile, gen, verify, demo.  Errors in user input exit with status 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one clear line, exit status 2."""
+
+
+def _console():
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+def _progress(msg: str) -> None:
+    _console().print(f"[cyan]…[/cyan] {msg}")
+
+
+# ---------------------------------------------------------------- commands
+def cmd_compile(args) -> int:
+    from sushi.config import load_config
+    from compiler import compile_onnx
+    cfg = load_config(args.config)
+    calib = None
+    if args.calib:
+        calib = Path(args.calib)
+        if not calib.exists():
+            raise UserError(f"--calib: file {calib} does not exist")
+    model = Path(args.model)
+    if not model.exists():
+        raise UserError(f"model file {model} does not exist")
+    t0 = time.perf_counter()
+    man = compile_onnx(model, cfg, args.output, calib=calib)
+    prog = man["programs"]["main"]
+    _console().print(f"[green]compiled[/green] {model} -> {args.output}: {prog['n_instrs']} instructions, "
+                     f"{man['weights']['n_tiles']} tiles, {prog['macs']:,} MACs "
+                     f"({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def cmd_gen(args) -> int:
+    from sushi.config import load_config
+    from gen.verilog import generate
+    cfg = load_config(args.config)
+    t0 = time.perf_counter()
+    path = generate(cfg, Path(args.output))
+    _console().print(f"[green]generated[/green] {path} and {Path(args.output) / 'accel.json'} "
+                     f"({cfg.pe_rows}x{cfg.pe_cols} PEs, {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _rtl_options(args) -> dict:
+    opts = {}
+    if getattr(args, "waves", False):
+        opts["waves"] = True
+    return opts
+
+
+def cmd_verify(args) -> int:
+    from sushi.verify import verify_build
+    out = Path(args.build)
+    if not (out / "manifest.json").exists():
+        raise UserError(f"{out} is not a build directory: {out / 'manifest.json'} does not exist "
+                        f"(run 'sushi compile MODEL.onnx -o {out}' first)")
+    if args.inputs < 1:
+        raise UserError(f"--inputs must be at least 1, not {args.inputs}")
+    res = verify_build(out, sim=args.sim, n_inputs=args.inputs, rtl_options=_rtl_options(args),
+                       progress=_progress)
+    rep = res.report
+    _print_report(rep)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2) + "\n")
+    return 0 if rep["bit_exact"] else 1
+
+
+def _print_report(rep: dict) -> None:
+    from rich.table import Table
+    t = Table(title=f"sushi verify {rep['build']} ({rep['sim']})")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k in ("bit_exact", "mismatched_bytes", "counters_match", "cycles", "cycles_estimate", "macs",
+              "pe_utilization", "dram_weight_bytes", "dram_act_bytes", "onnx_max_abs_err",
+              "onnx_output_range", "onnx_top1_agreement", "sim_cycles_per_s"):
+        v = rep.get(k)
+        if isinstance(v, float):
+            v = f"{v:,.4g}"
+        style = "" if k != "bit_exact" else ("green" if rep[k] else "bold red")
+        t.add_row(k, f"[{style}]{v}[/{style}]" if style else str(v))
+    _console().print(t)
+    for d in rep.get("counter_diffs", []):
+        _console().print(f"[red]counter mismatch[/red] {d}")
+
+
+def cmd_demo(args) -> int:
+    """Compile a bundled small CNN, generate the accelerator, verify it on Verilator."""
+    from models import zoo
+    import onnx
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in ("tiny_cnn", "resnet_tiny"):
+        onnx_path = out / f"{name}.onnx"
+        onnx.save(getattr(zoo, name)(), onnx_path)
+        build = out / name
+        _progress(f"[{name}] compile for preset {args.config}")
+        cmd_compile(argparse.Namespace(model=str(onnx_path), output=str(build), config=args.config, calib=None))
+        _progress(f"[{name}] generate Verilog")
+        cmd_gen(argparse.Namespace(config=args.config, output=str(out / "rtl")))
+        _progress(f"[{name}] verify on Verilator against the golden model and onnxruntime")
+        from sushi.verify import verify_build
+        rep = verify_build(build, sim="verilator", n_inputs=args.inputs, progress=_progress).report
+        _print_report(rep)
+        results[name] = rep
+    (out / "demo.json").write_text(json.dumps(results, indent=2) + "\n")
+    ok = all(r["bit_exact"] for r in results.values())
+    _console().print(("[bold green]demo passed[/bold green]" if ok else "[bold red]demo FAILED[/bold red]")
+                     + f": results in {out / 'demo.json'}")
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sushi", description="SUSHI: SubGraph-Stationary serving of "
+                                "weight-shared neural networks on FPGAs.")
+    p.add_argument("--version", action="version", version=f"sushi {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="compile an ONNX model into int8 tiles, a program and a manifest")
+    c.add_argument("model", metavar="MODEL.onnx")
+    c.add_argument("-o", "--output", required=True, metavar="OUT", help="build directory to write")
+    c.add_argument("--config", default="8x8", metavar="PRESET|FILE.json", help="accelerator configuration")
+    c.add_argument("--calib", metavar="FILE.npz", help="calibration inputs (N x C x H x W float)")
+    c.set_defaults(func=cmd_compile)
+
+    g = sub.add_parser("gen", help="generate the accelerator's Verilog and accel.json")
+    g.add_argument("--config", default="8x8", metavar="PRESET|FILE.json")
+    g.add_argument("-o", "--output", required=True, metavar="OUT")
+    g.set_defaults(func=cmd_gen)
+
+    v = sub.add_parser("verify", help="compare the RTL with the golden model (and onnxruntime)")
+    v.add_argument("build", metavar="OUT", help="a build directory written by 'sushi compile'")
+    v.add_argument("--sim", choices=["verilator", "golden"], default="verilator")
+    v.add_argument("--inputs", type=int, default=4, metavar="N", help="number of inputs (default 4)")
+    v.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    v.add_argument("--waves", action="store_true", help="write an FST waveform of the RTL run")
+    v.set_defaults(func=cmd_verify)
+
+    d = sub.add_parser("demo", help="the main job: compile bundled CNNs, generate, verify on Verilator")
+    d.add_argument("-o", "--output", default="out/demo", metavar="OUT")
+    d.add_argument("--config", default="8x8", metavar="PRESET|FILE.json")
+    d.add_argument("--inputs", type=int, default=4, metavar="N")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    from . import tools
+    from .config import ConfigError
+    tools.setup()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    user_errors = [UserError, ConfigError]
+    try:
+        from compiler.errors import CompileError
+        user_errors.append(CompileError)
+    except ImportError:
+        pass
+    try:
+        from sushi.artifacts import BuildError
+        user_errors.append(BuildError)
+    except ImportError:
+        pass
+    try:
+        return args.func(args)
+    except tuple(user_errors) as e:
+        print(f"sushi {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
