@@ -1,0 +1,112 @@
+"""SushiAccel: the top level joining CSRs, sequencer, DMA, weight fetch, CONV and vector units."""
+from amaranth.hdl import Module, Signal, Mux
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sushi.config import AccelConfig
+from sushi.isa import Op
+
+from .bus import CmdSignature, CsrSignature, DataSignature
+from .conv import ConvEngine
+from .csr import COUNTERS, CsrBlock
+from .dma import Dma, ReadMux
+from .postproc import Postproc
+from .sequencer import Sequencer
+from .vector import VectorUnit
+from .weight_fetch import WeightFetch
+
+__all__ = ["SushiAccel"]
+
+
+class SushiAccel(wiring.Component):
+    """The SUSHI accelerator for one AccelConfig; ports as in docs/isa.md (flattened with ``__``)."""
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"'cfg' must be an AccelConfig, not {cfg!r}")
+        self.cfg = cfg
+        W = 8 * cfg.pe_cols
+        super().__init__({
+            "csr": In(CsrSignature()),
+            "rd_cmd": Out(CmdSignature()), "rd_data": In(DataSignature(width=W)),
+            "wr_cmd": Out(CmdSignature()), "wr_data": Out(DataSignature(width=W)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        m.submodules.csrs = csrs = CsrBlock(cfg)
+        m.submodules.seq = seq = Sequencer(cfg)
+        m.submodules.dma = dma = Dma(cfg)
+        m.submodules.wfetch = wf = WeightFetch(cfg)
+        m.submodules.conv = conv = ConvEngine(cfg)
+        m.submodules.vec = vec = VectorUnit(cfg)
+        m.submodules.pp = pp = Postproc(cfg)
+        m.submodules.rdmux = rdmux = ReadMux(cfg, 3)
+
+        # host side
+        wiring.connect(m, wiring.flipped(self.csr), csrs.bus)
+        m.d.comb += [seq.start.eq(csrs.start), seq.prog_base.eq(csrs.prog_base),
+                     csrs.busy.eq(seq.busy), csrs.done.eq(seq.done), csrs.error.eq(seq.error),
+                     wf.weight_base.eq(csrs.weight_base)]
+
+        # DRAM
+        wiring.connect(m, rdmux.rd_cmd, wiring.flipped(self.rd_cmd))
+        wiring.connect(m, wiring.flipped(self.rd_data), rdmux.rd_data)
+        wiring.connect(m, seq.rd_cmd, rdmux.cmd0)
+        wiring.connect(m, rdmux.data0, seq.rd_data)
+        wiring.connect(m, dma.rd_cmd, rdmux.cmd1)
+        wiring.connect(m, rdmux.data1, dma.rd_data)
+        wiring.connect(m, wf.rd_cmd, rdmux.cmd2)
+        wiring.connect(m, rdmux.data2, wf.rd_data)
+        wiring.connect(m, dma.wr_cmd, wiring.flipped(self.wr_cmd))
+        wiring.connect(m, dma.wr_data, wiring.flipped(self.wr_data))
+        op = seq.exec_op
+        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, Mux(op == Op.LOAD, 1, 2)))
+
+        # dispatch
+        for u in (dma, conv, vec, wf):
+            m.d.comb += u.instr.eq(seq.instr)
+        m.d.comb += [dma.start.eq(seq.exec_start & ((op == Op.LOAD) | (op == Op.STORE))),
+                     conv.start.eq(seq.exec_start & (op == Op.CONV)),
+                     wf.start.eq(seq.exec_start & (op == Op.CONV)),
+                     vec.start.eq(seq.exec_start & ((op == Op.POOL) | (op == Op.ADD)))]
+        fin = Signal()
+        with m.If(seq.exec_start):
+            m.d.sync += fin.eq(0)
+        with m.Elif(dma.done | conv.done | vec.done):
+            m.d.sync += fin.eq(1)
+        m.d.comb += seq.exec_done.eq(fin & ~pp.busy)
+
+        # weight buffer <-> CONV engine
+        m.d.comb += [conv.full.eq(wf.full), wf.release.eq(conv.release),
+                     wf.release_half.eq(conv.release_half),
+                     wf.w_raddr.eq(conv.w_raddr), conv.w_rdata.eq(wf.w_rdata),
+                     wf.p_raddr.eq(conv.p_raddr), conv.p_rdata.eq(wf.p_rdata)]
+
+        # activation buffer: one synchronous read port, one write port
+        abuf = Memory(shape=8 * cfg.pe_cols, depth=cfg.act_buf_words, init=[])
+        m.submodules.abuf = abuf
+        rp = abuf.read_port()
+        wp = abuf.write_port()
+        is_dma = (op == Op.LOAD) | (op == Op.STORE)
+        is_vec = (op == Op.POOL) | (op == Op.ADD)
+        m.d.comb += [rp.addr.eq(Mux(is_dma, dma.buf_raddr, Mux(is_vec, vec.buf_raddr, conv.buf_raddr))),
+                     rp.en.eq(Mux(is_dma, dma.buf_ren, Mux(is_vec, vec.buf_ren, conv.buf_ren))),
+                     dma.buf_rdata.eq(rp.data), vec.buf_rdata.eq(rp.data), conv.buf_rdata.eq(rp.data)]
+        with m.If(is_vec):
+            wiring.connect(m, vec.pp, pp.i)
+        with m.Else():
+            wiring.connect(m, conv.pp, pp.i)
+        m.d.comb += [wp.en.eq(dma.buf_we | pp.o_valid),
+                     wp.addr.eq(Mux(dma.buf_we, dma.buf_waddr, pp.o_tag)),
+                     wp.data.eq(Mux(dma.buf_we, dma.buf_wdata, pp.o_data))]
+
+        # counters
+        src = {"cycles": seq.busy, "w_rd": wf.inc_w_rd, "act_rd": dma.inc_act_rd,
+               "act_wr": dma.inc_act_wr, "instr_rd": seq.inc_instr_rd, "pb_hit": wf.inc_pb_hit,
+               "pb_miss": wf.inc_pb_miss, "instr": seq.inc_instr, "mac": conv.inc_mac}
+        for n in COUNTERS:
+            m.d.comb += getattr(csrs, f"inc_{n}").eq(src[n])
+        return m

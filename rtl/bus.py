@@ -1,0 +1,60 @@
+"""Interface signatures shared by the SUSHI blocks: DRAM command/data channels and the CSR port."""
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sushi.isa import INSTR_BYTES, Op, field_slices
+
+__all__ = ["CmdSignature", "DataSignature", "CsrSignature", "INSTR_BITS", "instr_fields"]
+
+INSTR_BITS = INSTR_BYTES * 8
+
+
+class CmdSignature(wiring.Signature):
+    """A DRAM command (initiator view): ``len`` beats of V bytes from byte address ``addr``."""
+
+    def __init__(self):
+        super().__init__({"valid": Out(1), "ready": In(1), "addr": Out(32), "len": Out(16)})
+
+    def __eq__(self, other):
+        return type(other) is CmdSignature
+
+    def __repr__(self):
+        return "CmdSignature()"
+
+
+class DataSignature(wiring.Signature):
+    """A data beat stream (producer view) of ``width`` bits."""
+
+    def __init__(self, *, width: int):
+        if not isinstance(width, int) or width <= 0:
+            raise TypeError(f"'width' must be a positive integer, not {width!r}")
+        self.width = width
+        super().__init__({"valid": Out(1), "ready": In(1), "data": Out(width)})
+
+    def __eq__(self, other):
+        return type(other) is DataSignature and other.width == self.width
+
+    def __repr__(self):
+        return f"DataSignature(width={self.width})"
+
+
+class CsrSignature(wiring.Signature):
+    """The host CSR port (host view): combinational read, write strobe ``we``."""
+
+    def __init__(self):
+        super().__init__({"addr": Out(6), "wdata": Out(32), "we": Out(1), "rdata": In(32)})
+
+    def __eq__(self, other):
+        return type(other) is CsrSignature
+
+    def __repr__(self):
+        return "CsrSignature()"
+
+
+def instr_fields(word, op: Op) -> dict:
+    """Slices of a 256-bit instruction word, by field name, signed where the ISA says so."""
+    out = {}
+    for name, (lsb, width, signed) in field_slices(Op(op)).items():
+        v = word[lsb:lsb + width]
+        out[name] = v.as_signed() if signed else v
+    return out

@@ -1,0 +1,149 @@
+"""The CONV engine: step issue, PE array feed, accumulator drain into the post-processor."""
+from amaranth.hdl import Module, Signal, Mux
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sushi.config import AccelConfig
+from sushi.isa import Op
+
+from .bus import INSTR_BITS, instr_fields
+from .pe_array import PeArray
+from .postproc import PostprocSignature
+from .window import WindowGen
+
+__all__ = ["ConvEngine"]
+
+
+class ConvEngine(wiring.Component):
+    """Executes one CONV (dense or depthwise) group by group, one reduction step per cycle.
+
+    Per step (cycle 0) it addresses the activation buffer and the weight buffer half of the
+    current group; the PE array multiplies (cycle 1) and accumulates (cycle 2); a finished pixel's
+    R sums go to a drain bank and leave as R/V words (one word per cycle, depthwise one word) to
+    the post-processor with their records, while the next pixel accumulates.  A pixel's last step
+    is held back only when the previous pixel's drain would still be running.  After a group
+    the half is released to the weight fetcher."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        R, V = cfg.pe_rows, cfg.pe_cols
+        super().__init__({
+            "start": In(1), "instr": In(INSTR_BITS), "done": Out(1),
+            "full": In(2), "release": Out(1), "release_half": Out(1),
+            "w_raddr": Out(range(2 * cfg.wbuf_tiles)), "w_rdata": In(8 * V * R),
+            "p_raddr": Out(range(2 * (R // V))), "p_rdata": In(64 * V),
+            "buf_raddr": Out(16), "buf_ren": Out(1), "buf_rdata": In(8 * V),
+            "pp": Out(PostprocSignature(lanes=V)),
+            "inc_mac": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        R, V, WT = cfg.pe_rows, cfg.pe_cols, cfg.wbuf_tiles
+        RW = R // V
+        f = instr_fields(self.instr, Op.CONV)
+        dw = f["dw"]
+        m.submodules.win = win = WindowGen()
+        m.submodules.pe = pe = PeArray(cfg)
+
+        g = Signal(10)
+        hc = Signal()
+        goff = Signal(17)
+        nwords = Signal(range(RW + 1))
+        m.d.comb += nwords.eq(Mux(dw, 1, RW))
+        m.d.comb += [
+            win.in_h.eq(f["in_h"]), win.in_w.eq(f["in_w"]), win.out_h.eq(f["out_h"]),
+            win.out_w.eq(f["out_w"]), win.kh.eq(f["kh"]), win.kw.eq(f["kw"]), win.sh.eq(f["sh"]),
+            win.sw.eq(f["sw"]), win.pad_top.eq(f["pad_top"]), win.pad_left.eq(f["pad_left"]),
+            win.n_cc.eq(1), win.n_c.eq(Mux(dw, 1, f["cin_w"])), win.stride.eq(f["cin_w"]),
+            win.ioff.eq(f["in_addr"] + Mux(dw, g, 0)), win.obase0.eq(f["out_addr"] + goff),
+            win.ostride.eq(f["cout_w"]),
+        ]
+
+        # ---- issue (cycle 0)
+        t = Signal(range(WT + 1))
+        sub = Signal(range(R))
+        gap = Signal(range(RW + 2), init=RW)
+        issue = Signal()
+        running = Signal()
+        m.d.comb += issue.eq(running & win.valid & self.full.bit_select(hc, 1)
+                             & (~win.last | (gap >= nwords)))
+        m.d.comb += [win.advance.eq(issue), self.inc_mac.eq(issue),
+                     self.buf_raddr.eq(win.addr), self.buf_ren.eq(1),
+                     self.w_raddr.eq(Mux(hc, WT, 0) + t)]
+        with m.If(issue & win.last):
+            m.d.sync += [t.eq(0), sub.eq(0), gap.eq(1)]
+        with m.Else():
+            with m.If(gap < RW):
+                m.d.sync += gap.eq(gap + 1)
+            with m.If(issue):
+                with m.If(~dw):
+                    m.d.sync += t.eq(t + 1)
+                with m.Elif(sub == R - 1):
+                    m.d.sync += [sub.eq(0), t.eq(t + 1)]
+                with m.Else():
+                    m.d.sync += sub.eq(sub + 1)
+
+        # ---- cycle 1: memory data -> PE array
+        en1, first1, last1, inpad1 = Signal(), Signal(), Signal(), Signal()
+        sub1 = Signal(range(R))
+        tag1 = Signal(16)
+        m.d.sync += [en1.eq(issue), first1.eq(win.first), last1.eq(win.last), inpad1.eq(win.inpad),
+                     sub1.eq(sub), tag1.eq(win.obase)]
+        m.d.comb += [pe.en.eq(en1), pe.first.eq(first1), pe.last.eq(last1), pe.dw.eq(dw),
+                     pe.dsel.eq(sub1), pe.tag.eq(tag1),
+                     pe.a.eq(Mux(inpad1, self.buf_rdata, 0)), pe.w.eq(self.w_rdata)]
+
+        # ---- drain: one output word per cycle
+        dq = Signal(range(RW + 1))
+        dbusy = Signal()
+        dcur = Signal(range(RW + 1))
+        dact = Signal()
+        m.d.comb += [dcur.eq(Mux(pe.res_valid, 0, dq)), dact.eq(pe.res_valid | dbusy)]
+        d1_valid = Signal()
+        d1_acc = Signal(32 * V)
+        d1_tag = Signal(16)
+        m.d.comb += self.p_raddr.eq(Mux(hc, RW, 0) + dcur)
+        m.d.sync += d1_valid.eq(dact)
+        with m.If(dact):
+            with m.Switch(dcur):
+                for q in range(RW):
+                    with m.Case(q):
+                        m.d.sync += d1_acc.eq(pe.res[32 * V * q:32 * V * (q + 1)])
+            m.d.sync += [d1_tag.eq(pe.res_tag + dcur), dq.eq(dcur + 1), dbusy.eq(dcur + 1 < nwords)]
+        m.d.comb += [self.pp.valid.eq(d1_valid), self.pp.acc.eq(d1_acc), self.pp.tag.eq(d1_tag),
+                     self.pp.lo.eq(f["clamp_lo"]), self.pp.hi.eq(f["clamp_hi"])]
+        for j in range(V):
+            rec = self.p_rdata[64 * j:64 * j + 64]
+            m.d.comb += [self.pp.bias[32 * j:32 * j + 32].eq(rec[0:32]),
+                         self.pp.mult[16 * j:16 * j + 16].eq(rec[32:48]),
+                         self.pp.shift[6 * j:6 * j + 6].eq(rec[48:54])]
+
+        # ---- group control
+        wait = Signal(range(RW + 8))
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [g.eq(0), hc.eq(0), goff.eq(0), t.eq(0), sub.eq(0)]
+                    m.next = "GSTART"
+            with m.State("GSTART"):
+                with m.If(g == f["n_groups"]):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += win.start.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+                with m.If(issue & win.final):
+                    m.d.sync += wait.eq(RW + 5)
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.d.comb += [self.release.eq(1), self.release_half.eq(hc)]
+                    m.d.sync += [hc.eq(~hc), g.eq(g + 1), goff.eq(goff + Mux(dw, 1, RW)),
+                                 t.eq(0), sub.eq(0)]
+                    m.next = "GSTART"
+        return m

@@ -1,0 +1,91 @@
+"""Instruction fetch from DRAM at PROG_BASE, decode of the opcode, dispatch and STATUS."""
+from amaranth.hdl import Module, Signal, Const
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sushi.config import AccelConfig
+from sushi.isa import INSTR_BYTES, Op
+
+from .bus import CmdSignature, DataSignature, INSTR_BITS
+
+__all__ = ["Sequencer"]
+
+
+class Sequencer(wiring.Component):
+    """Fetches 32-byte instructions in order, starts the engine of each (``exec_start`` with
+    ``exec_op``), waits for ``exec_done``; HALT sets done, an unknown opcode error 1, LOADSG
+    error 2 (both halt).  ``fetching`` is high while it owns the DRAM read port."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        V = cfg.pe_cols
+        super().__init__({
+            "start": In(1), "prog_base": In(32),
+            "busy": Out(1), "done": Out(1), "error": Out(8),
+            "rd_cmd": Out(CmdSignature()), "rd_data": In(DataSignature(width=8 * V)),
+            "fetching": Out(1),
+            "instr": Out(INSTR_BITS), "exec_op": Out(3), "exec_start": Out(1), "exec_done": In(1),
+            "inc_instr": Out(1), "inc_instr_rd": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        V = self.cfg.pe_cols
+        W = 8 * V
+        beats = max(1, INSTR_BYTES // V)
+        pc = Signal(32)
+        k = Signal(range(beats + 1))
+        op = self.instr[:8]
+        m.d.comb += self.exec_op.eq(op[:3])
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [pc.eq(self.prog_base), self.busy.eq(1), self.done.eq(0),
+                                 self.error.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += [self.fetching.eq(1), self.rd_cmd.valid.eq(1), self.rd_cmd.len.eq(beats)]
+                if V > INSTR_BYTES:
+                    m.d.comb += self.rd_cmd.addr.eq(pc & ~Const(V - 1, 32))
+                else:
+                    m.d.comb += self.rd_cmd.addr.eq(pc)
+                with m.If(self.rd_cmd.ready):
+                    m.d.sync += k.eq(0)
+                    m.next = "RECV"
+            with m.State("RECV"):
+                m.d.comb += [self.fetching.eq(1), self.rd_data.ready.eq(1)]
+                with m.If(self.rd_data.valid):
+                    if V > INSTR_BYTES:
+                        n = V // INSTR_BYTES
+                        with m.Switch(pc[5:5 + (n - 1).bit_length()]):
+                            for i in range(n):
+                                with m.Case(i):
+                                    m.d.sync += self.instr.eq(self.rd_data.data[i * INSTR_BITS:(i + 1) * INSTR_BITS])
+                    else:
+                        with m.Switch(k):
+                            for i in range(beats):
+                                with m.Case(i):
+                                    m.d.sync += self.instr[i * W:(i + 1) * W].eq(self.rd_data.data)
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k == beats - 1):
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.comb += [self.inc_instr_rd.eq(1), self.inc_instr.eq(1)]
+                m.d.sync += pc.eq(pc + INSTR_BYTES)
+                with m.If(op == Op.HALT):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif((op >= Op.LOAD) & (op <= Op.ADD)):
+                    m.d.comb += self.exec_start.eq(1)
+                    m.next = "EXEC"
+                with m.Elif(op == Op.LOADSG):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(2)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(1)]
+                    m.next = "IDLE"
+            with m.State("EXEC"):
+                with m.If(self.exec_done):
+                    m.next = "FETCH"
+        return m

@@ -1,0 +1,132 @@
+"""The vector unit: POOL (max / average) and ADD (requantized element-wise sum), V lanes."""
+from amaranth.hdl import Module, Signal, Mux, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sushi.config import AccelConfig
+from sushi.isa import Op
+
+from .bus import INSTR_BITS, instr_fields
+from .postproc import PostprocSignature
+from .window import WindowGen
+
+__all__ = ["VectorUnit"]
+
+
+class VectorUnit(wiring.Component):
+    """POOL reads one word per cycle over each window (c outer, valid positions only) and sends
+    max (mult 1, shift 0) or sum (the instruction's mult/shift) to the post-processor; ADD reads
+    ``a`` and ``b`` on alternating cycles and sends ``a*mult_a + b*mult_b`` (mult 1).  ``done``
+    pulses once the last beat has been handed to the post-processor."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        V = cfg.pe_cols
+        super().__init__({
+            "start": In(1), "instr": In(INSTR_BITS), "done": Out(1),
+            "buf_raddr": Out(16), "buf_ren": Out(1), "buf_rdata": In(8 * V),
+            "pp": Out(PostprocSignature(lanes=V)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        V = self.cfg.pe_cols
+        is_pool = self.instr[:8] == Op.POOL
+        fp = instr_fields(self.instr, Op.POOL)
+        fa = instr_fields(self.instr, Op.ADD)
+        m.submodules.win = win = WindowGen()
+        m.d.comb += [
+            win.in_h.eq(fp["in_h"]), win.in_w.eq(fp["in_w"]), win.out_h.eq(fp["out_h"]),
+            win.out_w.eq(fp["out_w"]), win.kh.eq(fp["kh"]), win.kw.eq(fp["kw"]), win.sh.eq(fp["sh"]),
+            win.sw.eq(fp["sw"]), win.pad_top.eq(fp["pad_top"]), win.pad_left.eq(fp["pad_left"]),
+            win.n_cc.eq(fp["c_w"]), win.n_c.eq(1), win.stride.eq(fp["c_w"]),
+            win.ioff.eq(fp["in_addr"]), win.obase0.eq(fp["out_addr"]), win.ostride.eq(1),
+        ]
+        lane = lambda v, j: v[8 * j:8 * j + 8].as_signed()
+
+        # ---------------- POOL
+        prun = Signal()
+        m.d.comb += win.advance.eq(prun & win.valid)
+        en1, first1, last1, inpad1 = Signal(), Signal(), Signal(), Signal()
+        tag1, ptag2 = Signal(16), Signal(16)
+        pv2 = Signal()
+        m.d.sync += [en1.eq(win.advance), first1.eq(win.first), last1.eq(win.last),
+                     inpad1.eq(win.inpad), tag1.eq(win.obase),
+                     pv2.eq(en1 & last1), ptag2.eq(tag1)]
+        pacc = [Signal(signed(32), name=f"pacc{j}") for j in range(V)]
+        for j in range(V):
+            a = lane(self.buf_rdata, j)
+            mx = Mux(first1, Mux(inpad1, a, -128), Mux(inpad1 & (a > pacc[j]), a, pacc[j]))
+            sm = Mux(first1, 0, pacc[j]) + Mux(inpad1, a, 0)
+            with m.If(en1):
+                m.d.sync += pacc[j].eq(Mux(fp["mode"], sm, mx))
+
+        # ---------------- ADD
+        arun = Signal()
+        i = Signal(20)
+        ph = Signal()
+        aen1, aph1 = Signal(), Signal()
+        atag1 = Signal(16)
+        areg = Signal(8 * V)
+        xv = Signal()
+        xr = Signal(32 * V)
+        xtag = Signal(16)
+        aissue = arun & (i != fa["n_words"])
+        m.d.sync += [aen1.eq(aissue), aph1.eq(ph), atag1.eq(fa["out_addr"] + i)]
+        with m.If(aissue):
+            m.d.sync += ph.eq(~ph)
+            with m.If(ph):
+                m.d.sync += i.eq(i + 1)
+        m.d.sync += xv.eq(aen1 & aph1)
+        with m.If(aen1 & ~aph1):
+            m.d.sync += areg.eq(self.buf_rdata)
+        with m.If(aen1 & aph1):
+            m.d.sync += xtag.eq(atag1)
+            for j in range(V):
+                m.d.sync += xr[32 * j:32 * j + 32].eq(lane(areg, j) * fa["mult_a"]
+                                                      + lane(self.buf_rdata, j) * fa["mult_b"])
+
+        # ---------------- shared read port and post-processor beat
+        m.d.comb += [self.buf_ren.eq(1),
+                     self.buf_raddr.eq(Mux(is_pool, win.addr, Mux(ph, fa["b_addr"], fa["a_addr"]) + i))]
+        m.d.comb += [self.pp.bias.eq(0)]
+        with m.If(is_pool):
+            m.d.comb += [self.pp.valid.eq(pv2), self.pp.tag.eq(ptag2),
+                         self.pp.lo.eq(fp["clamp_lo"]), self.pp.hi.eq(fp["clamp_hi"])]
+            for j in range(V):
+                m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(pacc[j]),
+                             self.pp.mult[16 * j:16 * j + 16].eq(Mux(fp["mode"], fp["mult"], 1)),
+                             self.pp.shift[6 * j:6 * j + 6].eq(Mux(fp["mode"], fp["shift"], 0))]
+        with m.Else():
+            m.d.comb += [self.pp.valid.eq(xv), self.pp.tag.eq(xtag), self.pp.acc.eq(xr),
+                         self.pp.lo.eq(fa["clamp_lo"]), self.pp.hi.eq(fa["clamp_hi"])]
+            for j in range(V):
+                m.d.comb += [self.pp.mult[16 * j:16 * j + 16].eq(1),
+                             self.pp.shift[6 * j:6 * j + 6].eq(fa["shift"])]
+
+        wait = Signal(3)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    with m.If(is_pool):
+                        m.d.comb += win.start.eq(1)
+                        m.next = "POOL"
+                    with m.Else():
+                        m.d.sync += [i.eq(0), ph.eq(0)]
+                        m.next = "ADD"
+            with m.State("POOL"):
+                m.d.comb += prun.eq(1)
+                with m.If(win.advance & win.final):
+                    m.d.sync += wait.eq(4)
+                    m.next = "FLUSH"
+            with m.State("ADD"):
+                m.d.comb += arun.eq(1)
+                with m.If(i == fa["n_words"]):
+                    m.d.sync += wait.eq(4)
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,206 @@
+"""CONV weight fetch: tile ids -> DRAM bursts into the double-buffered weight and record buffers."""
+from amaranth.hdl import Module, Signal, Mux, Const, Cat
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sushi.config import AccelConfig
+from sushi.isa import Op, PARAM_BYTES
+
+from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
+
+__all__ = ["WeightFetch", "ResidencyCheck"]
+
+
+class ResidencyCheck(wiring.Component):
+    """The tile residency hook: is tile ``tile_id`` held by the Persistent Buffer?
+
+    With ``pb_tiles == 0`` there is no Persistent Buffer and ``hit`` is constant 0 (every tile is
+    a miss, fetched from DRAM).  Otherwise a table of ``res_ranges`` id ranges ``[lo, hi)``, written
+    through ``set_*`` (by LOADSG, not implemented yet: the table stays empty after reset)."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        super().__init__({
+            "tile_id": In(24), "hit": Out(1),
+            "set_en": In(1), "set_idx": In(range(max(2, cfg.res_ranges))),
+            "set_lo": In(24), "set_hi": In(24),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.cfg.pb_tiles == 0:
+            m.d.comb += self.hit.eq(0)
+            return m
+        hits = []
+        for i in range(self.cfg.res_ranges):
+            lo, hi = Signal(24, name=f"lo{i}"), Signal(24, name=f"hi{i}")
+            with m.If(self.set_en & (self.set_idx == i)):
+                m.d.sync += [lo.eq(self.set_lo), hi.eq(self.set_hi)]
+            hits.append((self.tile_id >= lo) & (self.tile_id < hi))
+        m.d.comb += self.hit.eq(Cat(*hits).any())
+        return m
+
+
+class WeightFetch(wiring.Component):
+    """Fetches every group of a CONV into alternating halves of the weight buffer.
+
+    Per group: its tile ids (dense ``tile_base + g*tile_sg + ky*tile_sky + kx*tile_skx + c``;
+    depthwise ``tile_base + g*tile_sg + i``, i < ceil(kh*kw/R)) in (ky, kx, c) order, consecutive
+    ids merged into one burst; then its requantization records.  Tile ``t`` of a group lands in
+    entry ``half*wbuf_tiles + t`` of R memories of V bytes (beat r of a tile -> memory r), so
+    ``w_rdata`` is a whole tile per cycle.  Records land in a memory of 64V-bit words (the V
+    records of one output word), entry ``half*RW + q``.  ``full[h]`` is set when half h holds a
+    complete group; the consumer frees it with ``release`` (half ``release_half``)."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        R, V = cfg.pe_rows, cfg.pe_cols
+        super().__init__({
+            "start": In(1), "instr": In(INSTR_BITS), "weight_base": In(32),
+            "rd_cmd": Out(CmdSignature()), "rd_data": In(DataSignature(width=8 * V)),
+            "full": Out(2), "release": In(1), "release_half": In(1),
+            "w_raddr": In(range(2 * cfg.wbuf_tiles)), "w_rdata": Out(8 * V * R),
+            "p_raddr": In(range(2 * (R // V))), "p_rdata": Out(64 * V),
+            "inc_w_rd": Out(1), "inc_pb_miss": Out(1), "inc_pb_hit": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        R, V, WT = cfg.pe_rows, cfg.pe_cols, cfg.wbuf_tiles
+        RW = R // V
+        m.submodules.res = res = ResidencyCheck(cfg)
+
+        # buffers
+        wport = []
+        for r in range(R):
+            mem = Memory(shape=8 * V, depth=2 * WT, init=[])
+            m.submodules[f"wmem{r}"] = mem
+            rp = mem.read_port()
+            wp = mem.write_port()
+            m.d.comb += [rp.addr.eq(self.w_raddr), self.w_rdata[8 * V * r:8 * V * (r + 1)].eq(rp.data)]
+            wport.append(wp)
+        pmem = Memory(shape=64 * V, depth=2 * RW, init=[])
+        m.submodules.pmem = pmem
+        prp = pmem.read_port()
+        pwp = pmem.write_port(granularity=8 * V)
+        m.d.comb += [prp.addr.eq(self.p_raddr), self.p_rdata.eq(prp.data)]
+
+        f = instr_fields(self.instr, Op.CONV)
+        dw = f["dw"]
+        khkw = Signal(16)
+        nt = Signal(16)
+        m.d.comb += khkw.eq(f["kh"] * f["kw"])
+        if R & (R - 1) == 0:
+            m.d.comb += nt.eq((khkw + R - 1) >> (R.bit_length() - 1))
+        else:
+            m.d.comb += nt.eq((khkw + R - 1) // R)
+        la, lb, lc = Signal(8), Signal(8), Signal(16)      # loop bounds (ky, kx, c)
+        m.d.comb += [la.eq(Mux(dw, 1, f["kh"])), lb.eq(Mux(dw, 1, f["kw"])),
+                     lc.eq(Mux(dw, nt, f["cin_w"]))]
+        rec_beats = Signal(8)
+        rec_stride = Signal(16)
+        m.d.comb += [rec_beats.eq(Mux(dw, 8, 8 * R // V)),
+                     rec_stride.eq(Mux(dw, V * PARAM_BYTES, R * PARAM_BYTES))]
+
+        g = Signal(10)
+        h = Signal()
+        gbase, rowb, colb = Signal(24), Signal(24), Signal(24)
+        ky, kx = Signal(8), Signal(8)
+        c = Signal(16)
+        gen_done = Signal()
+        run_start = Signal(24)
+        run_len = Signal(16)
+        max_run = 65535 // R
+        tloc = Signal(range(WT + 1))
+        row = Signal(range(R))
+        beats = Signal(16)
+        paddr = Signal(32)
+        pk = Signal(8)
+
+        with m.If(self.release):
+            m.d.sync += self.full.bit_select(self.release_half, 1).eq(0)
+
+        cur = colb + c
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [g.eq(0), h.eq(0), gbase.eq(f["tile_base"]), paddr.eq(f["param_addr"]),
+                                 self.full.eq(0)]
+                    m.next = "GROUP"
+            with m.State("GROUP"):
+                with m.If(g == f["n_groups"]):
+                    m.next = "IDLE"
+                with m.Elif(~self.full.bit_select(h, 1)):
+                    m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
+                                 run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0)]
+                    m.next = "GEN"
+            with m.State("GEN"):
+                m.d.comb += res.tile_id.eq(cur)
+                with m.If(gen_done):
+                    m.next = "ISSUE"
+                with m.Elif((run_len != 0) & ((cur != run_start + run_len) | (run_len == max_run))):
+                    m.next = "ISSUE"
+                with m.Else():
+                    # take this tile (the residency hook decides PB vs DRAM; with no PB: DRAM)
+                    m.d.comb += [self.inc_pb_miss.eq(~res.hit), self.inc_pb_hit.eq(res.hit)]
+                    with m.If(run_len == 0):
+                        m.d.sync += run_start.eq(cur)
+                    m.d.sync += run_len.eq(run_len + 1)
+                    with m.If(c != lc - 1):
+                        m.d.sync += c.eq(c + 1)
+                    with m.Else():
+                        m.d.sync += c.eq(0)
+                        with m.If(kx != lb - 1):
+                            m.d.sync += [kx.eq(kx + 1), colb.eq(colb + f["tile_skx"])]
+                        with m.Else():
+                            m.d.sync += kx.eq(0)
+                            with m.If(ky != la - 1):
+                                m.d.sync += [ky.eq(ky + 1), rowb.eq(rowb + f["tile_sky"]),
+                                             colb.eq(rowb + f["tile_sky"])]
+                            with m.Else():
+                                m.d.sync += gen_done.eq(1)
+            with m.State("ISSUE"):
+                m.d.comb += [self.rd_cmd.valid.eq(1),
+                             self.rd_cmd.addr.eq(self.weight_base + run_start * (R * V)),
+                             self.rd_cmd.len.eq(run_len * R)]
+                with m.If(self.rd_cmd.ready):
+                    m.d.sync += beats.eq(run_len * R)
+                    m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += self.rd_data.ready.eq(1)
+                for r in range(R):
+                    m.d.comb += [wport[r].addr.eq(Mux(h, WT, 0) + tloc), wport[r].data.eq(self.rd_data.data),
+                                 wport[r].en.eq(self.rd_data.valid & (row == r))]
+                with m.If(self.rd_data.valid):
+                    m.d.comb += self.inc_w_rd.eq(1)
+                    m.d.sync += beats.eq(beats - 1)
+                    with m.If(row == R - 1):
+                        m.d.sync += [row.eq(0), tloc.eq(tloc + 1)]
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+                    with m.If(beats == 1):
+                        m.d.sync += run_len.eq(0)
+                        with m.If(gen_done):
+                            m.next = "PCMD"
+                        with m.Else():
+                            m.next = "GEN"
+            with m.State("PCMD"):
+                m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(paddr),
+                             self.rd_cmd.len.eq(rec_beats)]
+                with m.If(self.rd_cmd.ready):
+                    m.d.sync += pk.eq(0)
+                    m.next = "PDATA"
+            with m.State("PDATA"):
+                m.d.comb += [self.rd_data.ready.eq(1),
+                             pwp.addr.eq(Mux(h, RW, 0) + (pk >> 3)),
+                             pwp.data.eq(Cat(*([self.rd_data.data] * 8)))]
+                with m.If(self.rd_data.valid):
+                    m.d.comb += [self.inc_w_rd.eq(1), pwp.en.eq(Const(1, 8) << pk[:3])]
+                    m.d.sync += pk.eq(pk + 1)
+                    with m.If(pk == rec_beats - 1):
+                        m.d.sync += [self.full.bit_select(h, 1).eq(1), h.eq(~h), g.eq(g + 1),
+                                     gbase.eq(gbase + f["tile_sg"]), paddr.eq(paddr + rec_stride)]
+                        m.next = "GROUP"
+        return m
