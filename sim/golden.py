@@ -53,13 +53,22 @@ def wrap32(x: np.ndarray) -> np.ndarray:
 
 
 class GoldenModel:
-    """Executes programs of one AccelConfig.  ``resident``: tile ids held by the Persistent Buffer."""
+    """Executes programs of one AccelConfig.
 
-    def __init__(self, cfg: AccelConfig, resident: "set[int] | frozenset[int] | None" = None):
+    Like the hardware, it keeps state across :meth:`run` calls: the Persistent Buffer's contents
+    and residency table persist from one program (query) to the next until a LOADSG changes them.
+    """
+
+    def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         self.R, self.V = cfg.pe_rows, cfg.pe_cols
-        self.resident = frozenset(resident or ())
         self.buf = np.zeros((cfg.act_buf_words, self.V), dtype=np.int8)
+        self.pb = np.zeros((cfg.pb_tiles, self.R, self.V), dtype=np.int8)
+        #: residency table: entry -> (lo, n, slot) or None
+        self.res_table: list = [None] * cfg.res_ranges
+
+    def resident_tiles(self) -> int:
+        return sum(e[1] for e in self.res_table if e)
 
     # ------------------------------------------------------------------ helpers
     def _words(self, addr: int, n: int, what: str) -> slice:
@@ -82,16 +91,27 @@ class GoldenModel:
         flat = ids.reshape(-1).astype(np.int64)
         if flat.size and flat.min() < 0:
             raise GoldenError("negative tile id")
-        hit = np.isin(flat, np.fromiter(self.resident, dtype=np.int64)) if self.resident else \
-            np.zeros(flat.shape, bool)
+        slot = np.full(flat.shape, -1, dtype=np.int64)
+        for e in self.res_table:          # the first matching entry wins
+            if e:
+                lo, n, s = e
+                m = (slot < 0) & (flat >= lo) & (flat < lo + n)
+                slot[m] = s + flat[m] - lo
+        hit = slot >= 0
         c.pb_hits += int(hit.sum())
         c.pb_misses += int((~hit).sum())
         c.w_rd_bytes += int((~hit).sum()) * T
-        end = weight_base + (int(flat.max()) + 1) * T if flat.size else weight_base
-        if end > len(dram):
-            raise GoldenError(f"tile id {int(flat.max())} lies outside the DRAM image")
-        wimg = np.frombuffer(memoryview(dram)[weight_base:end], dtype=np.int8).reshape(-1, T)
-        return wimg[flat].reshape(*ids.shape, self.R, self.V)
+        out = np.empty((flat.size, self.R, self.V), dtype=np.int8)
+        if hit.any():
+            out[hit] = self.pb[slot[hit]]
+        miss = flat[~hit]
+        if miss.size:
+            end = weight_base + (int(miss.max()) + 1) * T
+            if end > len(dram):
+                raise GoldenError(f"tile id {int(miss.max())} lies outside the DRAM image")
+            wimg = np.frombuffer(memoryview(dram)[weight_base:end], dtype=np.int8).reshape(-1, T)
+            out[~hit] = wimg[miss].reshape(-1, self.R, self.V)
+        return out.reshape(*ids.shape, self.R, self.V)
 
     def _params(self, dram, addr: int, n: int, c: Counters):
         raw = self._dram(dram, addr, n * isa.PARAM_BYTES, "requant records")
@@ -197,6 +217,33 @@ class GoldenModel:
         y = isa.requant(a * ins.mult_a + b * ins.mult_b, 1, ins.shift, ins.clamp_lo, ins.clamp_hi)
         self.buf[self._words(ins.out_addr, n, "ADD out")] = y.astype(np.int8)
 
+    def _loadsg(self, ins, dram, weight_base, c: Counters) -> bool:
+        if ins.entry >= self.cfg.res_ranges or ins.pb_slot + ins.n_tiles > self.cfg.pb_tiles:
+            c.error = 3
+            return False
+        if ins.n_tiles == 0:
+            self.res_table[ins.entry] = None
+            return True
+        T = self.cfg.tile_bytes
+        raw = self._dram(dram, weight_base + ins.tile_lo * T, ins.n_tiles * T, "LOADSG")
+        self.pb[ins.pb_slot:ins.pb_slot + ins.n_tiles] = raw.reshape(-1, self.R, self.V)
+        self.res_table[ins.entry] = (ins.tile_lo, ins.n_tiles, ins.pb_slot)
+        c.w_rd_bytes += ins.n_tiles * T
+        return True
+
+    def _lut(self, ins, dram, c: Counters):
+        table = self._dram(dram, ins.lut_addr, isa.LUT_BYTES, "LUT table")
+        c.w_rd_bytes += isa.LUT_BYTES
+        x = self.buf[self._words(ins.in_addr, ins.n_words, "LUT in")]
+        self.buf[self._words(ins.out_addr, ins.n_words, "LUT out")] = table[x.view(np.uint8)]
+
+    def _mul(self, ins, c: Counters):
+        n = ins.n_pix * ins.c_w
+        a = self.buf[self._words(ins.a_addr, n, "MUL a")].astype(np.int64).reshape(ins.n_pix, ins.c_w, self.V)
+        b = self.buf[self._words(ins.b_addr, ins.c_w, "MUL b")].astype(np.int64)
+        y = isa.requant(a * b[None], ins.mult, ins.shift, ins.clamp_lo, ins.clamp_hi)
+        self.buf[self._words(ins.out_addr, n, "MUL out")] = y.reshape(n, self.V).astype(np.int8)
+
     # ------------------------------------------------------------------ run
     def run(self, dram: bytearray, prog_base: int, weight_base: int, max_instrs: int = 10_000_000) -> Counters:
         """Execute the program at prog_base in place on ``dram``; returns the counters."""
@@ -233,8 +280,14 @@ class GoldenModel:
                 self._pool(ins, c)
             elif ins.op == Op.ADD:
                 self._add(ins, c)
-            else:  # LOADSG: not in this hardware version
-                c.error = 2
-                return c
+            elif ins.op == Op.LUT:
+                self._lut(ins, dram, c)
+            elif ins.op == Op.MUL:
+                self._mul(ins, c)
+            elif ins.op == Op.LOADSG:
+                if not self._loadsg(ins, dram, weight_base, c):
+                    return c
+            else:  # pragma: no cover - every opcode is handled above
+                raise GoldenError(f"opcode {ins.op!r} has no semantics")
             c.trace.append(ins)
         raise GoldenError(f"no HALT within {max_instrs} instructions")

@@ -14,12 +14,14 @@ import struct
 from dataclasses import dataclass
 
 __all__ = [
-    "ISA_VERSION", "INSTR_BYTES", "PARAM_BYTES", "Op", "LAYOUTS", "field_slices",
+    "ISA_VERSION", "INSTR_BYTES", "PARAM_BYTES", "LUT_BYTES", "Op", "LAYOUTS", "field_slices",
     "encode", "decode", "Instr", "pack_program", "unpack_program", "requant", "pack_params",
     "unpack_params", "IsaError",
 ]
 
-ISA_VERSION = 1
+ISA_VERSION = 2
+#: bytes of one LUT table in DRAM (indexed by the input byte read as unsigned)
+LUT_BYTES = 256
 INSTR_BYTES = 32
 #: one requantization record per output channel: int32 bias, uint16 mult, uint8 shift, uint8 zero
 PARAM_BYTES = 8
@@ -36,7 +38,9 @@ class Op(enum.IntEnum):
     CONV = 3      # dense / depthwise convolution on the PE array (also Gemm/MatMul)
     POOL = 4      # max / average pooling on the vector unit
     ADD = 5       # element-wise requantized add (residual) on the vector unit
-    LOADSG = 6    # reserved: load a SubGraph into the Persistent Buffer
+    LOADSG = 6    # load a range of tiles into the Persistent Buffer, set a residency entry
+    LUT = 7       # element-wise int8 -> int8 table lookup (h-swish, h-sigmoid, ...)
+    MUL = 8       # element-wise multiply by a per-channel vector broadcast over pixels (SE)
 
 
 # (name, width in bits, signed) in packing order, after the 8-bit opcode.
@@ -77,7 +81,14 @@ LAYOUTS: dict[Op, list[tuple[str, int, bool]]] = {
         ("mult_a", 16, False), ("mult_b", 16, False), ("shift", 6, False),
         ("clamp_lo", 8, True), ("clamp_hi", 8, True),
     ],
-    Op.LOADSG: [("sg_id", 16, False)],
+    Op.LOADSG: [("entry", 4, False), ("tile_lo", 24, False), ("n_tiles", 24, False), ("pb_slot", 16, False)],
+    Op.LUT: [("in_addr", 16, False), ("out_addr", 16, False), ("n_words", 20, False), ("lut_addr", 32, False)],
+    Op.MUL: [
+        ("a_addr", 16, False), ("b_addr", 16, False), ("out_addr", 16, False),
+        ("n_pix", 20, False), ("c_w", 10, False),
+        ("mult", 16, False), ("shift", 6, False),
+        ("clamp_lo", 8, True), ("clamp_hi", 8, True),
+    ],
 }
 
 

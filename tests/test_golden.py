@@ -166,9 +166,7 @@ def test_out_of_range_buffer_is_named():
         GoldenModel(cfg).run(dram, 0, 0)
 
 
-def test_pb_resident_tiles_are_hits_not_dram_bytes():
-    cfg = PRESETS["tiny"]
-    rng = np.random.default_rng(0)
+def _conv_program(cfg, rng):
     f, n_tiles = random_conv(rng, cfg, 0)
     n_rec = f["n_groups"] * cfg.pe_rows
     dram = bytearray(1024 + n_tiles * cfg.tile_bytes)
@@ -176,7 +174,83 @@ def test_pb_resident_tiles_are_hits_not_dram_bytes():
     dram[0:32] = isa.encode(Op.CONV, **f)
     dram[32:64] = isa.encode(Op.HALT)
     dram[64:64 + 8 * n_rec] = isa.pack_params([0] * n_rec, [1] * n_rec, [0] * n_rec)
+    dram[1024:] = rng.integers(-128, 128, n_tiles * cfg.tile_bytes).astype(np.int8).tobytes()
+    return f, dram
+
+
+def _sg_program(cfg, ranges, base=512):
+    """A SubGraph-load program: one LOADSG per (entry, lo, n, slot), then HALT."""
+    prog = [isa.encode(Op.LOADSG, entry=e, tile_lo=lo, n_tiles=n, pb_slot=s) for e, lo, n, s in ranges]
+    return base, b"".join(prog + [isa.encode(Op.HALT)])
+
+
+def test_pb_resident_tiles_are_hits_not_dram_bytes():
+    from dataclasses import replace
+    cfg = replace(PRESETS["tiny"], pb_tiles=8)
+    f, dram = _conv_program(cfg, np.random.default_rng(0))
     base = GoldenModel(cfg).run(bytearray(dram), 0, 1024)
-    res = GoldenModel(cfg, resident={2, 3}).run(bytearray(dram), 0, 1024)
+    gm = GoldenModel(cfg)
+    d2 = bytearray(dram) + bytearray(256)
+    sg_base, sg = _sg_program(cfg, [(0, 2, 2, 5)], base=len(dram))
+    d2[sg_base:sg_base + len(sg)] = sg
+    load = gm.run(d2, sg_base, 1024)
+    assert load.error == 0 and load.w_rd_bytes == 2 * cfg.tile_bytes and gm.resident_tiles() == 2
+    # PB contents must be what the query uses: corrupt the DRAM copy, the PB copy keeps the result
+    want = bytearray(dram)
+    GoldenModel(cfg).run(want, 0, 1024)
+    d2[1024 + 2 * cfg.tile_bytes:1024 + 4 * cfg.tile_bytes] = bytes(2 * cfg.tile_bytes)
+    res = gm.run(d2, 0, 1024)
     assert res.pb_hits == 2 and res.pb_misses == base.pb_misses - 2
     assert res.w_rd_bytes == base.w_rd_bytes - 2 * cfg.tile_bytes
+    gm_ref = GoldenModel(cfg)
+    gm_ref.run(bytearray(dram), 0, 1024)
+    assert (gm.buf[f["out_addr"]:] == gm_ref.buf[f["out_addr"]:]).all()
+    # invalidate the entry: everything misses again
+    sg_base, sg = _sg_program(cfg, [(0, 0, 0, 0)], base=len(dram))
+    d2[sg_base:sg_base + len(sg)] = sg
+    gm.run(d2, sg_base, 1024)
+    assert gm.resident_tiles() == 0 and gm.run(bytearray(dram), 0, 1024).pb_hits == 0
+
+
+@pytest.mark.parametrize("ranges", [[(8, 0, 1, 0)], [(0, 0, 9, 0)], [(1, 0, 4, 6)]])
+def test_loadsg_overflow_is_error_3_and_changes_nothing(ranges):
+    from dataclasses import replace
+    cfg = replace(PRESETS["tiny"], pb_tiles=8, res_ranges=8)
+    dram = bytearray(4096)
+    sg_base, sg = _sg_program(cfg, ranges, base=0)
+    dram[0:len(sg)] = sg
+    gm = GoldenModel(cfg)
+    c = gm.run(dram, 0, 1024)
+    assert c.error == 3 and gm.resident_tiles() == 0 and c.w_rd_bytes == 0
+
+
+def test_lut_and_mul_match_naive():
+    cfg = PRESETS["tiny"]
+    V = cfg.pe_cols
+    rng = np.random.default_rng(11)
+    n_pix, c_w = 6, 2
+    x = rng.integers(-128, 128, (n_pix * c_w, V)).astype(np.int8)
+    s = rng.integers(-128, 128, (c_w, V)).astype(np.int8)
+    table = rng.integers(-128, 128, 256).astype(np.int8)
+    dram = bytearray(4096)
+    dram[1024:1024 + x.size] = x.tobytes()
+    dram[2048:2048 + s.size] = s.tobytes()
+    dram[3072:3328] = table.tobytes()
+    n = n_pix * c_w
+    prog = [isa.encode(Op.LOAD, buf_addr=0, n_words=n, dram_addr=1024),
+            isa.encode(Op.LOAD, buf_addr=100, n_words=c_w, dram_addr=2048),
+            isa.encode(Op.LUT, in_addr=0, out_addr=200, n_words=n, lut_addr=3072),
+            isa.encode(Op.MUL, a_addr=200, b_addr=100, out_addr=300, n_pix=n_pix, c_w=c_w, mult=777, shift=9,
+                       clamp_lo=-50, clamp_hi=90),
+            isa.encode(Op.STORE, buf_addr=300, n_words=n, dram_addr=3584),
+            isa.encode(Op.HALT)]
+    dram[0:32 * len(prog)] = b"".join(prog)
+    c = GoldenModel(cfg).run(dram, 0, 0)
+    got = np.frombuffer(bytes(dram[3584:3584 + x.size]), np.int8).reshape(n_pix, c_w, V)
+    xs = x.reshape(n_pix, c_w, V)
+    for p in range(n_pix):
+        for cc in range(c_w):
+            for j in range(V):
+                a = int(table[int(xs[p, cc, j]) & 0xFF])
+                assert got[p, cc, j] == naive_requant(a * int(s[cc, j]), 777, 9, -50, 90)
+    assert c.w_rd_bytes == 256
