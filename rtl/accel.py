@@ -20,7 +20,12 @@ __all__ = ["SushiAccel"]
 
 
 class SushiAccel(wiring.Component):
-    """The SUSHI accelerator for one AccelConfig; ports as in docs/isa.md (flattened with ``__``)."""
+    """The SUSHI accelerator (ISA v2) for one AccelConfig; ports as in docs/isa.md (flattened with ``__``).
+
+    DRAM read port owners: the sequencer (instruction fetch), the DMA (LOAD), the weight fetcher
+    (CONV tiles and records, LOADSG into the Persistent Buffer) and the vector unit (LUT tables).
+    The Persistent Buffer and residency table live in the weight fetcher and survive START; only
+    reset clears the table."""
 
     def __init__(self, cfg: AccelConfig):
         if not isinstance(cfg, AccelConfig):
@@ -43,7 +48,7 @@ class SushiAccel(wiring.Component):
         m.submodules.conv = conv = ConvEngine(cfg)
         m.submodules.vec = vec = VectorUnit(cfg)
         m.submodules.pp = pp = Postproc(cfg)
-        m.submodules.rdmux = rdmux = ReadMux(cfg, 3)
+        m.submodules.rdmux = rdmux = ReadMux(cfg, 4)
 
         # host side
         wiring.connect(m, wiring.flipped(self.csr), csrs.bus)
@@ -60,22 +65,25 @@ class SushiAccel(wiring.Component):
         wiring.connect(m, rdmux.data1, dma.rd_data)
         wiring.connect(m, wf.rd_cmd, rdmux.cmd2)
         wiring.connect(m, rdmux.data2, wf.rd_data)
+        wiring.connect(m, vec.rd_cmd, rdmux.cmd3)
+        wiring.connect(m, rdmux.data3, vec.rd_data)
         wiring.connect(m, dma.wr_cmd, wiring.flipped(self.wr_cmd))
         wiring.connect(m, dma.wr_data, wiring.flipped(self.wr_data))
         op = seq.exec_op
-        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, Mux(op == Op.LOAD, 1, 2)))
+        is_vec = (op == Op.POOL) | (op == Op.ADD) | (op == Op.LUT) | (op == Op.MUL)
+        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, Mux(op == Op.LOAD, 1, Mux(op == Op.LUT, 3, 2))))
 
         # dispatch
         for u in (dma, conv, vec, wf):
             m.d.comb += u.instr.eq(seq.instr)
         m.d.comb += [dma.start.eq(seq.exec_start & ((op == Op.LOAD) | (op == Op.STORE))),
                      conv.start.eq(seq.exec_start & (op == Op.CONV)),
-                     wf.start.eq(seq.exec_start & (op == Op.CONV)),
-                     vec.start.eq(seq.exec_start & ((op == Op.POOL) | (op == Op.ADD)))]
+                     wf.start.eq(seq.exec_start & ((op == Op.CONV) | (op == Op.LOADSG))),
+                     vec.start.eq(seq.exec_start & is_vec)]
         fin = Signal()
         with m.If(seq.exec_start):
             m.d.sync += fin.eq(0)
-        with m.Elif(dma.done | conv.done | vec.done):
+        with m.Elif(dma.done | conv.done | vec.done | wf.done):
             m.d.sync += fin.eq(1)
         m.d.comb += seq.exec_done.eq(fin & ~pp.busy)
 
@@ -91,7 +99,6 @@ class SushiAccel(wiring.Component):
         rp = abuf.read_port()
         wp = abuf.write_port()
         is_dma = (op == Op.LOAD) | (op == Op.STORE)
-        is_vec = (op == Op.POOL) | (op == Op.ADD)
         m.d.comb += [rp.addr.eq(Mux(is_dma, dma.buf_raddr, Mux(is_vec, vec.buf_raddr, conv.buf_raddr))),
                      rp.en.eq(Mux(is_dma, dma.buf_ren, Mux(is_vec, vec.buf_ren, conv.buf_ren))),
                      dma.buf_rdata.eq(rp.data), vec.buf_rdata.eq(rp.data), conv.buf_rdata.eq(rp.data)]
@@ -104,7 +111,7 @@ class SushiAccel(wiring.Component):
                      wp.data.eq(Mux(dma.buf_we, dma.buf_wdata, pp.o_data))]
 
         # counters
-        src = {"cycles": seq.busy, "w_rd": wf.inc_w_rd, "act_rd": dma.inc_act_rd,
+        src = {"cycles": seq.busy, "w_rd": wf.inc_w_rd | vec.inc_w_rd, "act_rd": dma.inc_act_rd,
                "act_wr": dma.inc_act_wr, "instr_rd": seq.inc_instr_rd, "pb_hit": wf.inc_pb_hit,
                "pb_miss": wf.inc_pb_miss, "instr": seq.inc_instr, "mac": conv.inc_mac}
         for n in COUNTERS:

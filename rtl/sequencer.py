@@ -6,15 +6,17 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import INSTR_BYTES, Op
 
-from .bus import CmdSignature, DataSignature, INSTR_BITS
+from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
 
 __all__ = ["Sequencer"]
 
 
 class Sequencer(wiring.Component):
     """Fetches 32-byte instructions in order, starts the engine of each (``exec_start`` with
-    ``exec_op``), waits for ``exec_done``; HALT sets done, an unknown opcode error 1, LOADSG
-    error 2 (both halt).  ``fetching`` is high while it owns the DRAM read port."""
+    ``exec_op``), waits for ``exec_done``; HALT sets done, an unknown opcode error 1, a LOADSG
+    with ``entry >= res_ranges`` or ``pb_slot + n_tiles > pb_tiles`` error 3 (both stop the program
+    with nothing executed; the next START runs normally).  ``fetching`` is high while it owns the
+    DRAM read port."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
@@ -24,7 +26,7 @@ class Sequencer(wiring.Component):
             "busy": Out(1), "done": Out(1), "error": Out(8),
             "rd_cmd": Out(CmdSignature()), "rd_data": In(DataSignature(width=8 * V)),
             "fetching": Out(1),
-            "instr": Out(INSTR_BITS), "exec_op": Out(3), "exec_start": Out(1), "exec_done": In(1),
+            "instr": Out(INSTR_BITS), "exec_op": Out(4), "exec_start": Out(1), "exec_done": In(1),
             "inc_instr": Out(1), "inc_instr_rd": Out(1),
         })
 
@@ -36,7 +38,12 @@ class Sequencer(wiring.Component):
         pc = Signal(32)
         k = Signal(range(beats + 1))
         op = self.instr[:8]
-        m.d.comb += self.exec_op.eq(op[:3])
+        m.d.comb += self.exec_op.eq(op[:4])
+        fs = instr_fields(self.instr, Op.LOADSG)
+        cfg = self.cfg
+        sg_bad = Signal()
+        m.d.comb += sg_bad.eq((fs["entry"] >= cfg.res_ranges)
+                              | ((fs["pb_slot"] + fs["n_tiles"]) > cfg.pb_tiles))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -76,12 +83,12 @@ class Sequencer(wiring.Component):
                 with m.If(op == Op.HALT):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
-                with m.Elif((op >= Op.LOAD) & (op <= Op.ADD)):
+                with m.Elif((op == Op.LOADSG) & sg_bad):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(3)]
+                    m.next = "IDLE"
+                with m.Elif((op >= Op.LOAD) & (op <= int(max(Op)))):
                     m.d.comb += self.exec_start.eq(1)
                     m.next = "EXEC"
-                with m.Elif(op == Op.LOADSG):
-                    m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(2)]
-                    m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(1)]
                     m.next = "IDLE"

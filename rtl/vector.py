@@ -1,12 +1,14 @@
-"""The vector unit: POOL (max / average) and ADD (requantized element-wise sum), V lanes."""
+"""The vector unit: POOL (max / average), ADD (requantized element-wise sum), MUL (per-channel
+vector broadcast over pixels) and LUT (table lookup), V lanes."""
 from amaranth.hdl import Module, Signal, Mux, signed
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sushi.config import AccelConfig
-from sushi.isa import Op
+from sushi.isa import LUT_BYTES, Op
 
-from .bus import INSTR_BITS, instr_fields
+from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
 from .postproc import PostprocSignature
 from .window import WindowGen
 
@@ -16,7 +18,11 @@ __all__ = ["VectorUnit"]
 class VectorUnit(wiring.Component):
     """POOL reads one word per cycle over each window (c outer, valid positions only) and sends
     max (mult 1, shift 0) or sum (the instruction's mult/shift) to the post-processor; ADD reads
-    ``a`` and ``b`` on alternating cycles and sends ``a*mult_a + b*mult_b`` (mult 1).  ``done``
+    ``a`` and ``b`` on alternating cycles and sends ``a*mult_a + b*mult_b`` (mult 1); MUL likewise
+    reads ``a[p*c_w + c]`` and ``b[c]`` and sends ``a*b`` with the instruction's mult/shift.  LUT
+    first reads the 256-byte table from DRAM (``rd_cmd``/``rd_data``, counted by ``inc_w_rd``) into
+    V copies (one per lane, 256/V words of V bytes), then maps one word per cycle (V lookups) and
+    sends the bytes through the post-processor unchanged (mult 1, shift 0, no clamp).  ``done``
     pulses once the last beat has been handed to the post-processor."""
 
     def __init__(self, cfg: AccelConfig):
@@ -26,14 +32,21 @@ class VectorUnit(wiring.Component):
             "start": In(1), "instr": In(INSTR_BITS), "done": Out(1),
             "buf_raddr": Out(16), "buf_ren": Out(1), "buf_rdata": In(8 * V),
             "pp": Out(PostprocSignature(lanes=V)),
+            "rd_cmd": Out(CmdSignature()), "rd_data": In(DataSignature(width=8 * V)),
+            "inc_w_rd": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         V = self.cfg.pe_cols
-        is_pool = self.instr[:8] == Op.POOL
+        opc = self.instr[:8]
+        is_pool = opc == Op.POOL
+        is_mul = opc == Op.MUL
+        is_lut = opc == Op.LUT
         fp = instr_fields(self.instr, Op.POOL)
         fa = instr_fields(self.instr, Op.ADD)
+        fm = instr_fields(self.instr, Op.MUL)
+        fl = instr_fields(self.instr, Op.LUT)
         m.submodules.win = win = WindowGen()
         m.d.comb += [
             win.in_h.eq(fp["in_h"]), win.in_w.eq(fp["in_w"]), win.out_h.eq(fp["out_h"]),
@@ -61,9 +74,12 @@ class VectorUnit(wiring.Component):
             with m.If(en1):
                 m.d.sync += pacc[j].eq(Mux(fp["mode"], sm, mx))
 
-        # ---------------- ADD
+        # ---------------- ADD / MUL (a, b read on alternating cycles)
+        # ADD: word i of n_words; MUL: word i = p*c_w + c, b word c, until p == n_pix
         arun = Signal()
         i = Signal(20)
+        cc = Signal(10)
+        pp_ = Signal(20)
         ph = Signal()
         aen1, aph1 = Signal(), Signal()
         atag1 = Signal(16)
@@ -71,24 +87,59 @@ class VectorUnit(wiring.Component):
         xv = Signal()
         xr = Signal(32 * V)
         xtag = Signal(16)
-        aissue = arun & (i != fa["n_words"])
+        aend = Signal()
+        m.d.comb += aend.eq(Mux(is_mul, (pp_ == fm["n_pix"]) | (fm["c_w"] == 0), i == fa["n_words"]))
+        aissue = arun & ~aend
         m.d.sync += [aen1.eq(aissue), aph1.eq(ph), atag1.eq(fa["out_addr"] + i)]
         with m.If(aissue):
             m.d.sync += ph.eq(~ph)
             with m.If(ph):
                 m.d.sync += i.eq(i + 1)
+                with m.If(cc == fm["c_w"] - 1):
+                    m.d.sync += [cc.eq(0), pp_.eq(pp_ + 1)]
+                with m.Else():
+                    m.d.sync += cc.eq(cc + 1)
         m.d.sync += xv.eq(aen1 & aph1)
         with m.If(aen1 & ~aph1):
             m.d.sync += areg.eq(self.buf_rdata)
         with m.If(aen1 & aph1):
             m.d.sync += xtag.eq(atag1)
             for j in range(V):
-                m.d.sync += xr[32 * j:32 * j + 32].eq(lane(areg, j) * fa["mult_a"]
-                                                      + lane(self.buf_rdata, j) * fa["mult_b"])
+                m.d.sync += xr[32 * j:32 * j + 32].eq(Mux(
+                    is_mul, lane(areg, j) * lane(self.buf_rdata, j),
+                    lane(areg, j) * fa["mult_a"] + lane(self.buf_rdata, j) * fa["mult_b"]))
+
+        # ---------------- LUT
+        LW = LUT_BYTES // V                  # table words of V bytes
+        lb = (V - 1).bit_length()            # log2 V
+        tk = Signal(range(LW + 1))           # table words received
+        lrun = Signal()
+        li = Signal(20)
+        len1, len2 = Signal(), Signal()
+        ltag1, ltag2 = Signal(16), Signal(16)
+        lsel2 = Signal(lb * V)
+        tab_r = []
+        for j in range(V):
+            mem = Memory(shape=8 * V, depth=LW, init=[])
+            m.submodules[f"lut{j}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port()
+            m.d.comb += [wp.addr.eq(tk), wp.data.eq(self.rd_data.data),
+                         wp.en.eq(is_lut & self.rd_data.valid & self.rd_data.ready),
+                         rp.addr.eq(self.buf_rdata[8 * j + lb:8 * j + 8])]
+            tab_r.append(rp)
+        lissue = lrun & (li != fl["n_words"])
+        m.d.sync += [len1.eq(lissue), ltag1.eq(fl["out_addr"] + li), len2.eq(len1), ltag2.eq(ltag1)]
+        for j in range(V):
+            m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(self.buf_rdata[8 * j:8 * j + lb])
+        with m.If(lissue):
+            m.d.sync += li.eq(li + 1)
 
         # ---------------- shared read port and post-processor beat
         m.d.comb += [self.buf_ren.eq(1),
-                     self.buf_raddr.eq(Mux(is_pool, win.addr, Mux(ph, fa["b_addr"], fa["a_addr"]) + i))]
+                     self.buf_raddr.eq(Mux(is_pool, win.addr,
+                                           Mux(is_lut, fl["in_addr"] + li,
+                                               Mux(ph, fa["b_addr"] + Mux(is_mul, cc, i), fa["a_addr"] + i))))]
         m.d.comb += [self.pp.bias.eq(0)]
         with m.If(is_pool):
             m.d.comb += [self.pp.valid.eq(pv2), self.pp.tag.eq(ptag2),
@@ -97,6 +148,19 @@ class VectorUnit(wiring.Component):
                 m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(pacc[j]),
                              self.pp.mult[16 * j:16 * j + 16].eq(Mux(fp["mode"], fp["mult"], 1)),
                              self.pp.shift[6 * j:6 * j + 6].eq(Mux(fp["mode"], fp["shift"], 0))]
+        with m.Elif(is_lut):
+            m.d.comb += [self.pp.valid.eq(len2), self.pp.tag.eq(ltag2), self.pp.lo.eq(-128), self.pp.hi.eq(127)]
+            for j in range(V):
+                byte = tab_r[j].data.word_select(lsel2[lb * j:lb * (j + 1)], 8).as_signed()
+                m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(byte),
+                             self.pp.mult[16 * j:16 * j + 16].eq(1),
+                             self.pp.shift[6 * j:6 * j + 6].eq(0)]
+        with m.Elif(is_mul):
+            m.d.comb += [self.pp.valid.eq(xv), self.pp.tag.eq(xtag), self.pp.acc.eq(xr),
+                         self.pp.lo.eq(fm["clamp_lo"]), self.pp.hi.eq(fm["clamp_hi"])]
+            for j in range(V):
+                m.d.comb += [self.pp.mult[16 * j:16 * j + 16].eq(fm["mult"]),
+                             self.pp.shift[6 * j:6 * j + 6].eq(fm["shift"])]
         with m.Else():
             m.d.comb += [self.pp.valid.eq(xv), self.pp.tag.eq(xtag), self.pp.acc.eq(xr),
                          self.pp.lo.eq(fa["clamp_lo"]), self.pp.hi.eq(fa["clamp_hi"])]
@@ -111,8 +175,11 @@ class VectorUnit(wiring.Component):
                     with m.If(is_pool):
                         m.d.comb += win.start.eq(1)
                         m.next = "POOL"
+                    with m.Elif(is_lut):
+                        m.d.sync += [tk.eq(0), li.eq(0)]
+                        m.next = "LCMD"
                     with m.Else():
-                        m.d.sync += [i.eq(0), ph.eq(0)]
+                        m.d.sync += [i.eq(0), ph.eq(0), cc.eq(0), pp_.eq(0)]
                         m.next = "ADD"
             with m.State("POOL"):
                 m.d.comb += prun.eq(1)
@@ -121,8 +188,25 @@ class VectorUnit(wiring.Component):
                     m.next = "FLUSH"
             with m.State("ADD"):
                 m.d.comb += arun.eq(1)
-                with m.If(i == fa["n_words"]):
+                with m.If(aend):
                     m.d.sync += wait.eq(4)
+                    m.next = "FLUSH"
+            with m.State("LCMD"):
+                m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(fl["lut_addr"]),
+                             self.rd_cmd.len.eq(LW)]
+                with m.If(self.rd_cmd.ready):
+                    m.next = "LDATA"
+            with m.State("LDATA"):
+                m.d.comb += self.rd_data.ready.eq(1)
+                with m.If(self.rd_data.valid):
+                    m.d.comb += self.inc_w_rd.eq(1)
+                    m.d.sync += tk.eq(tk + 1)
+                    with m.If(tk == LW - 1):
+                        m.next = "LUT"
+            with m.State("LUT"):
+                m.d.comb += lrun.eq(1)
+                with m.If(li == fl["n_words"]):
+                    m.d.sync += wait.eq(5)
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += wait.eq(wait - 1)

@@ -1,4 +1,5 @@
-"""CONV weight fetch: tile ids -> DRAM bursts into the double-buffered weight and record buffers."""
+"""CONV weight fetch, the Persistent Buffer (PB) and LOADSG: tile ids -> DRAM bursts or PB copies
+into the double-buffered weight and record buffers."""
 from amaranth.hdl import Module, Signal, Mux, Const, Cat
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -12,52 +13,72 @@ from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
 __all__ = ["WeightFetch", "ResidencyCheck"]
 
 
-class ResidencyCheck(wiring.Component):
-    """The tile residency hook: is tile ``tile_id`` held by the Persistent Buffer?
+def _pb_bits(cfg: AccelConfig) -> int:
+    return max(1, (max(1, cfg.pb_tiles) - 1).bit_length())
 
-    With ``pb_tiles == 0`` there is no Persistent Buffer and ``hit`` is constant 0 (every tile is
-    a miss, fetched from DRAM).  Otherwise a table of ``res_ranges`` id ranges ``[lo, hi)``, written
-    through ``set_*`` (by LOADSG, not implemented yet: the table stays empty after reset)."""
+
+class ResidencyCheck(wiring.Component):
+    """The tile residency table: is tile ``tile_id`` held by the Persistent Buffer, in which slot?
+
+    ``res_ranges`` entries ``(lo, n, slot)``; an entry with ``n == 0`` is invalid (the reset
+    state).  The first entry (lowest index) with ``lo <= tile_id < lo + n`` gives ``hit`` and
+    ``slot = entry.slot + tile_id - lo`` (combinational).  ``set_en`` writes entry ``set_idx``
+    (``set_n = 0`` invalidates it).  With ``pb_tiles == 0`` there is no table and ``hit`` is 0."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         super().__init__({
-            "tile_id": In(24), "hit": Out(1),
+            "tile_id": In(24), "hit": Out(1), "slot": Out(_pb_bits(cfg)),
             "set_en": In(1), "set_idx": In(range(max(2, cfg.res_ranges))),
-            "set_lo": In(24), "set_hi": In(24),
+            "set_lo": In(24), "set_n": In(24), "set_slot": In(16),
         })
 
     def elaborate(self, platform):
         m = Module()
         if self.cfg.pb_tiles == 0:
-            m.d.comb += self.hit.eq(0)
+            m.d.comb += [self.hit.eq(0), self.slot.eq(0)]
             return m
-        hits = []
+        SB = len(self.slot)
+        ents = []
         for i in range(self.cfg.res_ranges):
-            lo, hi = Signal(24, name=f"lo{i}"), Signal(24, name=f"hi{i}")
+            lo, n, s = Signal(24, name=f"lo{i}"), Signal(24, name=f"n{i}"), Signal(SB, name=f"slot{i}")
             with m.If(self.set_en & (self.set_idx == i)):
-                m.d.sync += [lo.eq(self.set_lo), hi.eq(self.set_hi)]
-            hits.append((self.tile_id >= lo) & (self.tile_id < hi))
-        m.d.comb += self.hit.eq(Cat(*hits).any())
+                m.d.sync += [lo.eq(self.set_lo), n.eq(self.set_n), s.eq(self.set_slot)]
+            off = Signal(25, name=f"off{i}")
+            m.d.comb += off.eq(self.tile_id - lo)
+            match = (self.tile_id >= lo) & (off < n)
+            ents.append((match, s + off[:SB]))
+        # first (lowest-index) match wins: build the priority chain from the last entry down
+        hit, slot = Const(0, 1), Const(0, SB)
+        for match, sl in reversed(ents):
+            hit, slot = Mux(match, 1, hit), Mux(match, sl, slot)
+        m.d.comb += [self.hit.eq(hit), self.slot.eq(slot)]
         return m
 
 
 class WeightFetch(wiring.Component):
-    """Fetches every group of a CONV into alternating halves of the weight buffer.
+    """Fetches every group of a CONV into alternating halves of the weight buffer; executes LOADSG.
 
     Per group: its tile ids (dense ``tile_base + g*tile_sg + ky*tile_sky + kx*tile_skx + c``;
-    depthwise ``tile_base + g*tile_sg + i``, i < ceil(kh*kw/R)) in (ky, kx, c) order, consecutive
-    ids merged into one burst; then its requantization records.  Tile ``t`` of a group lands in
-    entry ``half*wbuf_tiles + t`` of R memories of V bytes (beat r of a tile -> memory r), so
-    ``w_rdata`` is a whole tile per cycle.  Records land in a memory of 64V-bit words (the V
+    depthwise ``tile_base + g*tile_sg + i``, i < ceil(kh*kw/R)) in (ky, kx, c) order.  Each id is
+    looked up in the residency table: a **hit** is copied from its Persistent Buffer slot (one tile
+    per cycle, no DRAM traffic); consecutive **misses** are merged into one DRAM burst (a hit ends
+    the burst: hits are never part of one); then its requantization records.  Tile ``t`` of a group
+    lands in entry ``half*wbuf_tiles + t`` of R memories of V bytes (beat r of a tile -> memory r),
+    so ``w_rdata`` is a whole tile per cycle.  Records land in a memory of 64V-bit words (the V
     records of one output word), entry ``half*RW + q``.  ``full[h]`` is set when half h holds a
-    complete group; the consumer frees it with ``release`` (half ``release_half``)."""
+    complete group; the consumer frees it with ``release`` (half ``release_half``).
+
+    The Persistent Buffer is ``pb_tiles`` tiles organised like the weight buffer (R memories of V
+    bytes).  LOADSG (``start`` with a LOADSG word; the sequencer has already checked its range)
+    reads tiles ``tile_lo ..`` from DRAM into slots ``pb_slot ..``, then writes residency entry
+    ``entry``; ``done`` pulses at the end.  PB and table are only cleared by reset."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         R, V = cfg.pe_rows, cfg.pe_cols
         super().__init__({
-            "start": In(1), "instr": In(INSTR_BITS), "weight_base": In(32),
+            "start": In(1), "instr": In(INSTR_BITS), "weight_base": In(32), "done": Out(1),
             "rd_cmd": Out(CmdSignature()), "rd_data": In(DataSignature(width=8 * V)),
             "full": Out(2), "release": In(1), "release_half": In(1),
             "w_raddr": In(range(2 * cfg.wbuf_tiles)), "w_rdata": Out(8 * V * R),
@@ -68,11 +89,13 @@ class WeightFetch(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        R, V, WT = cfg.pe_rows, cfg.pe_cols, cfg.wbuf_tiles
+        R, V, WT, PBT = cfg.pe_rows, cfg.pe_cols, cfg.wbuf_tiles, cfg.pb_tiles
         RW = R // V
+        T = R * V
         m.submodules.res = res = ResidencyCheck(cfg)
+        SB = len(res.slot)
 
-        # buffers
+        # weight buffer
         wport = []
         for r in range(R):
             mem = Memory(shape=8 * V, depth=2 * WT, init=[])
@@ -87,7 +110,19 @@ class WeightFetch(wiring.Component):
         pwp = pmem.write_port(granularity=8 * V)
         m.d.comb += [prp.addr.eq(self.p_raddr), self.p_rdata.eq(prp.data)]
 
+        # Persistent Buffer (none when pb_tiles == 0)
+        pb_r, pb_w = [], []
+        if PBT:
+            for r in range(R):
+                mem = Memory(shape=8 * V, depth=PBT, init=[])
+                m.submodules[f"pbmem{r}"] = mem
+                pb_r.append(mem.read_port())
+                pb_w.append(mem.write_port())
+                m.d.comb += pb_r[r].addr.eq(res.slot)
+
         f = instr_fields(self.instr, Op.CONV)
+        fs = instr_fields(self.instr, Op.LOADSG)
+        is_sg = self.instr[:8] == Op.LOADSG
         dw = f["dw"]
         khkw = Signal(16)
         nt = Signal(16)
@@ -118,6 +153,16 @@ class WeightFetch(wiring.Component):
         beats = Signal(16)
         paddr = Signal(32)
         pk = Signal(8)
+        # PB -> weight buffer copy (the write lands the cycle after the hit was taken)
+        cp_v = Signal()
+        cp_dst = Signal(range(2 * WT))
+        m.d.sync += cp_v.eq(0)
+        # LOADSG
+        sg_rem = Signal(25)
+        sg_daddr = Signal(32)
+        sg_slot = Signal(SB)
+        sg_chunk = Signal(16)
+        m.d.comb += sg_chunk.eq(Mux(sg_rem > max_run, max_run, sg_rem))
 
         with m.If(self.release):
             m.d.sync += self.full.bit_select(self.release_half, 1).eq(0)
@@ -125,7 +170,11 @@ class WeightFetch(wiring.Component):
         cur = colb + c
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start):
+                with m.If(self.start & is_sg):
+                    m.d.sync += [sg_rem.eq(fs["n_tiles"]), sg_slot.eq(fs["pb_slot"]), row.eq(0),
+                                 sg_daddr.eq(self.weight_base + fs["tile_lo"] * T)]
+                    m.next = "SG_ISSUE"
+                with m.Elif(self.start):
                     m.d.sync += [g.eq(0), h.eq(0), gbase.eq(f["tile_base"]), paddr.eq(f["param_addr"]),
                                  self.full.eq(0)]
                     m.next = "GROUP"
@@ -139,15 +188,21 @@ class WeightFetch(wiring.Component):
             with m.State("GEN"):
                 m.d.comb += res.tile_id.eq(cur)
                 with m.If(gen_done):
-                    m.next = "ISSUE"
-                with m.Elif((run_len != 0) & ((cur != run_start + run_len) | (run_len == max_run))):
+                    with m.If(run_len != 0):
+                        m.next = "ISSUE"
+                    with m.Else():
+                        m.next = "PCMD"
+                with m.Elif((run_len != 0) & (res.hit | (cur != run_start + run_len) | (run_len == max_run))):
                     m.next = "ISSUE"
                 with m.Else():
-                    # take this tile (the residency hook decides PB vs DRAM; with no PB: DRAM)
+                    # take this tile: a hit is copied from the PB now, a miss joins the DRAM run
                     m.d.comb += [self.inc_pb_miss.eq(~res.hit), self.inc_pb_hit.eq(res.hit)]
-                    with m.If(run_len == 0):
-                        m.d.sync += run_start.eq(cur)
-                    m.d.sync += run_len.eq(run_len + 1)
+                    with m.If(res.hit):
+                        m.d.sync += [cp_v.eq(1), cp_dst.eq(Mux(h, WT, 0) + tloc), tloc.eq(tloc + 1)]
+                    with m.Else():
+                        with m.If(run_len == 0):
+                            m.d.sync += run_start.eq(cur)
+                        m.d.sync += run_len.eq(run_len + 1)
                     with m.If(c != lc - 1):
                         m.d.sync += c.eq(c + 1)
                     with m.Else():
@@ -163,7 +218,7 @@ class WeightFetch(wiring.Component):
                                 m.d.sync += gen_done.eq(1)
             with m.State("ISSUE"):
                 m.d.comb += [self.rd_cmd.valid.eq(1),
-                             self.rd_cmd.addr.eq(self.weight_base + run_start * (R * V)),
+                             self.rd_cmd.addr.eq(self.weight_base + run_start * T),
                              self.rd_cmd.len.eq(run_len * R)]
                 with m.If(self.rd_cmd.ready):
                     m.d.sync += beats.eq(run_len * R)
@@ -203,4 +258,41 @@ class WeightFetch(wiring.Component):
                         m.d.sync += [self.full.bit_select(h, 1).eq(1), h.eq(~h), g.eq(g + 1),
                                      gbase.eq(gbase + f["tile_sg"]), paddr.eq(paddr + rec_stride)]
                         m.next = "GROUP"
+            # ---------------- LOADSG: DRAM -> PB slots, then the residency entry
+            with m.State("SG_ISSUE"):
+                with m.If(sg_rem == 0):
+                    m.next = "SG_SET"
+                with m.Else():
+                    m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(sg_daddr),
+                                 self.rd_cmd.len.eq(sg_chunk * R)]
+                    with m.If(self.rd_cmd.ready):
+                        m.d.sync += [beats.eq(sg_chunk * R), sg_rem.eq(sg_rem - sg_chunk),
+                                     sg_daddr.eq(sg_daddr + sg_chunk * T)]
+                        m.next = "SG_DATA"
+            with m.State("SG_DATA"):
+                m.d.comb += self.rd_data.ready.eq(1)
+                for r in range(len(pb_w)):
+                    m.d.comb += [pb_w[r].addr.eq(sg_slot), pb_w[r].data.eq(self.rd_data.data),
+                                 pb_w[r].en.eq(self.rd_data.valid & (row == r))]
+                with m.If(self.rd_data.valid):
+                    m.d.comb += self.inc_w_rd.eq(1)
+                    m.d.sync += beats.eq(beats - 1)
+                    with m.If(row == R - 1):
+                        m.d.sync += [row.eq(0), sg_slot.eq(sg_slot + 1)]
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+                    with m.If(beats == 1):
+                        m.next = "SG_ISSUE"
+            with m.State("SG_SET"):
+                m.d.comb += [res.set_en.eq(1), res.set_idx.eq(fs["entry"]), res.set_lo.eq(fs["tile_lo"]),
+                             res.set_n.eq(fs["n_tiles"]), res.set_slot.eq(fs["pb_slot"]),
+                             self.done.eq(1)]
+                m.next = "IDLE"
+
+        # the PB copy write (never in the same cycle as a DRAM beat: DATA follows GEN via ISSUE)
+        if PBT:
+            with m.If(cp_v):
+                for r in range(R):
+                    m.d.comb += [wport[r].addr.eq(cp_dst), wport[r].data.eq(pb_r[r].data),
+                                 wport[r].en.eq(1)]
         return m

@@ -111,6 +111,11 @@ PRESETS: dict[str, AccelConfig] = {
                        pb_tiles=0, clock_mhz=100.0),
     "16x8": AccelConfig(name="16x8", pe_rows=16, pe_cols=8, act_buf_words=8192, wbuf_tiles=256,
                         pb_tiles=0, clock_mhz=100.0),
+    # with a Persistent Buffer (SubGraph Stationary: LOADSG, tile residency)
+    "8x8-pb": AccelConfig(name="8x8-pb", pe_rows=8, pe_cols=8, act_buf_words=4096, wbuf_tiles=256,
+                          pb_tiles=512, res_ranges=8, clock_mhz=100.0),
+    "tiny-pb": AccelConfig(name="tiny-pb", pe_rows=4, pe_cols=4, act_buf_words=2048, wbuf_tiles=128,
+                           pb_tiles=64, clock_mhz=30.0),
 }
 
 
