@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -12,6 +13,10 @@ from . import __version__
 __all__ = ["main", "build_parser"]
 
 EXIT_USAGE = 2
+#: exception types that mean "bad user input": one clear line and exit status 2
+USER_ERROR_TYPES = [("compiler.errors", "CompileError"), ("sushi.artifacts", "BuildError"),
+                    ("models.subnets", "ManifestError"), ("scheduler.errors", "SchedulerError"),
+                    ("boards.errors", "BoardError")]
 
 
 class UserError(Exception):
@@ -102,6 +107,19 @@ def _print_report(rep: dict) -> None:
         _console().print(f"[red]counter mismatch[/red] {d}")
 
 
+def cmd_train(args) -> int:
+    from models.train import train
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, not {args.epochs}")
+    res = train(args.output, epochs=args.epochs, seed=args.seed, shrink=args.shrink, progress=True,
+                n_subnets=args.subnets)
+    _console().print(f"[green]trained[/green] {res['n_subnets']} SubNets in {res['total_seconds']:.0f} s: "
+                     f"largest {res['largest']['test_accuracy']:.2%} ({res['largest']['macs']:,} MACs), "
+                     f"smallest {res['smallest']['test_accuracy']:.2%} ({res['smallest']['macs']:,} MACs); "
+                     f"manifest {res['manifest']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Compile a bundled small CNN, generate the accelerator, verify it on Verilator."""
     from models import zoo
@@ -156,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--waves", action="store_true", help="write an FST waveform of the RTL run")
     v.set_defaults(func=cmd_verify)
 
+    t = sub.add_parser("train", help="train the digits SuperNet; export its ONNX, SubNets and SubNet manifest")
+    t.add_argument("-o", "--output", required=True, metavar="DIR")
+    t.add_argument("--epochs", type=int, default=30, metavar="N")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--shrink", choices=["delayed", "start"], default="delayed",
+                   help="delayed: smaller SubNets join part-way through training (default)")
+    t.add_argument("--subnets", type=int, default=24, metavar="N", help="SubNets to export (default 24)")
+    t.set_defaults(func=cmd_train)
+
+    from scheduler.commands import add_commands as add_scheduler_commands
+    add_scheduler_commands(sub)
+
     d = sub.add_parser("demo", help="the main job: compile bundled CNNs, generate, verify on Verilator")
     d.add_argument("-o", "--output", default="out/demo", metavar="OUT")
     d.add_argument("--config", default="8x8", metavar="PRESET|FILE.json")
@@ -174,16 +204,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     user_errors = [UserError, ConfigError]
-    try:
-        from compiler.errors import CompileError
-        user_errors.append(CompileError)
-    except ImportError:
-        pass
-    try:
-        from sushi.artifacts import BuildError
-        user_errors.append(BuildError)
-    except ImportError:
-        pass
+    for mod, name in USER_ERROR_TYPES:
+        try:
+            user_errors.append(getattr(importlib.import_module(mod), name))
+        except (ImportError, AttributeError):
+            pass
     try:
         return args.func(args)
     except tuple(user_errors) as e:
