@@ -16,12 +16,13 @@ from sushi.config import AccelConfig, ConfigError, load_config
 
 from .errors import CompileError
 from .ir import Graph
-from .lower import lower
-from .onnx_import import import_onnx, load_model, supported_ops
+from .lower import legalize, lower
+from .onnx_import import import_onnx, load_model, ops_markdown, supported_ops
 from .passes import optimize
 from .quantize import calibrate, default_calibration, load_calibration, quantize
 
-__all__ = ["compile_onnx", "compile_graph", "CompileError", "supported_ops", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["compile_onnx", "compile_graph", "CompileError", "supported_ops", "ops_markdown", "FORMAT",
+           "FORMAT_VERSION"]
 
 FORMAT = "sushi-build"
 FORMAT_VERSION = 1
@@ -68,6 +69,7 @@ def compile_graph(model, cfg: AccelConfig, calib=None, progress: bool = False):
     g = import_onnx(model)
     prog.step("import", f"{len(model.graph.node)} ONNX nodes -> {len(g.nodes)} IR nodes")
     stats = optimize(g)
+    stats.update(legalize(g, cfg))
     prog.step("optimize", ", ".join(f"{k} x{v}" for k, v in stats.items() if v) or "nothing to do")
     x, cinfo = _samples(calib, g, prog)
     scales = calibrate(g, x)
@@ -139,6 +141,7 @@ def compile_onnx(model_path_or_proto, cfg, out_dir, calib=None, progress: bool =
                 "file": "program_main.bin", "base": low.prog_base, "bytes": len(low.prog_image),
                 "n_instrs": low.n_instrs,
                 "records": {"offset": low.records_offset, "count": low.n_records},
+                "luts": low.n_luts,
                 "macs": int(sum(layer["macs"] for layer in low.layers)),
                 "input": _io_record(g.input_name, low.tensors[gin], in_t.shape, info["scales"][gin]),
                 "output": _io_record(g.output_name, low.tensors[gout], g.output_shape, info["scales"][gout]),

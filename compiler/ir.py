@@ -10,7 +10,7 @@ import numpy as np
 from .errors import CompileError, node_error
 
 __all__ = ["Tensor", "Node", "Graph", "IR_OPS", "conv_out", "infer_shapes", "run_float",
-           "NO_ACT", "act_range"]
+           "NO_ACT", "act_range", "X", "ew_eval", "ew_compose", "ew_affine_clip", "ew_describe"]
 
 #: (lo, hi) of a fused activation; (-inf, inf) = none
 NO_ACT = (-math.inf, math.inf)
@@ -23,7 +23,93 @@ NO_ACT = (-math.inf, math.inf)
 #:  add     two activation inputs; attrs act
 #:  maxpool / avgpool  attrs kh kw sh sw pads act (avgpool: divisor)
 #:  flatten / identity  no compute, eliminated by a pass
-IR_OPS = ("conv", "gemm", "affine", "act", "add", "maxpool", "avgpool", "flatten", "identity")
+#:  ew      attrs fn: an element-wise function of one tensor (expression below)      -> ISA LUT
+#:  mul2    two activation inputs of equal shape (only as x * f(x), collapsed to ew by a pass)
+#:  chmul   inputs [x (C,H,W), gate (C,1,1)]: channel-wise product (squeeze-excite)  -> ISA MUL
+IR_OPS = ("conv", "gemm", "affine", "act", "add", "maxpool", "avgpool", "flatten", "identity",
+          "ew", "mul2", "chmul")
+
+
+# ---------------------------------------------------------------- element-wise expressions
+#: An element-wise function of one tensor is a nested tuple over the leaf X = ("x",):
+#:   ("affine", a, b, e) = a*e + b       ("clip", lo, hi, e)     ("mul", e1, e2) = e1 * e2
+#:   ("hswish", e) = e * clip(e/6 + 1/2, 0, 1)    ("sigmoid", e)    ("tanh", e)
+#:   ("leaky", alpha, e) = e if e >= 0 else alpha*e
+#: HardSigmoid(alpha, beta) is ("clip", 0, 1, ("affine", alpha, beta, e)).
+X = ("x",)
+
+
+def ew_eval(e, v):
+    """Evaluate expression e on the float array v (float32 arithmetic)."""
+    k = e[0]
+    if k == "x":
+        return v
+    if k == "affine":
+        return ew_eval(e[3], v) * np.float32(e[1]) + np.float32(e[2])
+    if k == "clip":
+        y = ew_eval(e[3], v)
+        return np.clip(y, np.float32(e[1]) if e[1] != -math.inf else None,
+                       np.float32(e[2]) if e[2] != math.inf else None)
+    if k == "mul":
+        return ew_eval(e[1], v) * ew_eval(e[2], v)
+    if k == "hswish":
+        y = ew_eval(e[1], v)
+        return y * np.clip(y * np.float32(1.0 / 6.0) + np.float32(0.5), 0, 1)
+    if k == "sigmoid":
+        y = ew_eval(e[1], v).astype(np.float64)
+        return (1.0 / (1.0 + np.exp(-y))).astype(np.float32)
+    if k == "tanh":
+        return np.tanh(ew_eval(e[1], v))
+    if k == "leaky":
+        y = ew_eval(e[2], v)
+        return np.where(y >= 0, y, y * np.float32(e[1]))
+    raise ValueError(f"unknown element-wise function {k!r}")
+
+
+def ew_compose(outer, inner):
+    """outer(inner(x)): every leaf of outer replaced by inner."""
+    if outer == X:
+        return inner
+    return tuple(ew_compose(a, inner) if isinstance(a, tuple) else a for a in outer)
+
+
+def ew_affine_clip(e):
+    """(a, b, lo, hi) with e(x) == clip(a*x + b, lo, hi) if e is made only of affine maps and clips
+    (a != 0), else None."""
+    k = e[0]
+    if k == "x":
+        return (1.0, 0.0, -math.inf, math.inf)
+    if k not in ("affine", "clip"):
+        return None
+    inner = ew_affine_clip(e[3])
+    if inner is None:
+        return None
+    a, b, lo, hi = inner
+    if k == "affine":
+        a2, b2 = float(e[1]), float(e[2])
+        if a2 == 0:
+            return None
+        l2, h2 = a2 * lo + b2, a2 * hi + b2
+        return (a2 * a, a2 * b + b2, min(l2, h2), max(l2, h2))
+    lo2, hi2 = max(lo, float(e[1])), min(hi, float(e[2]))
+    if lo2 > hi2:
+        return None
+    return (a, b, lo2, hi2)
+
+
+def ew_describe(e) -> str:
+    k = e[0]
+    if k == "x":
+        return "x"
+    if k == "affine":
+        return f"({ew_describe(e[3])}*{e[1]:.6g}+{e[2]:.6g})"
+    if k == "clip":
+        return f"clip({ew_describe(e[3])}, {e[1]:.6g}, {e[2]:.6g})"
+    if k == "mul":
+        return f"({ew_describe(e[1])}*{ew_describe(e[2])})"
+    if k == "leaky":
+        return f"leaky_relu({ew_describe(e[2])}, {e[1]:.6g})"
+    return f"{k}({ew_describe(e[1])})"
 
 
 @dataclass
@@ -119,11 +205,15 @@ def out_chw(g: Graph, n: Node) -> tuple:
         if oh < 1 or ow < 1:
             raise n.err(f"output size {oh}x{ow} is empty")
         return (c, oh, ow)
-    if n.op == "add":
+    if n.op in ("add", "mul2"):
         if ins[1] != ins[0]:
             raise n.err(f"inputs have different shapes {list(ins[0])} and {list(ins[1])} (no broadcasting)")
         return ins[0]
-    return ins[0]     # affine, act, flatten, identity
+    if n.op == "chmul":
+        if tuple(ins[1]) != (c, 1, 1):
+            raise n.err(f"gate has shape {list(ins[1])}, expected [{c}, 1, 1] for an input of shape {list(ins[0])}")
+        return ins[0]
+    return ins[0]     # affine, act, ew, flatten, identity
 
 
 def infer_shapes(g: Graph):
@@ -218,6 +308,10 @@ def run_float(g: Graph, x: np.ndarray, keep: bool = True) -> dict:
             y = xs[0] * n.params["scale"][None, :, None, None] + n.params["shift"][None, :, None, None]
         elif n.op == "add":
             y = xs[0] + xs[1]
+        elif n.op in ("mul2", "chmul"):
+            y = xs[0] * xs[1]
+        elif n.op == "ew":
+            y = ew_eval(n.attrs["fn"], xs[0])
         elif n.op in ("maxpool", "avgpool"):
             y = _pool_float(n, xs[0], oshape)
         else:  # act, flatten, identity

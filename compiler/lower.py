@@ -1,4 +1,4 @@
-"""Lowering of the quantized IR to SUSHI ISA v1: weight tiles, requantization records, DRAM layout
+"""Lowering of the quantized IR to SUSHI ISA v2 (LUT, MUL used; LOADSG is the runtime's): weight tiles, requantization records, DRAM layout
 [program image = instructions, records][weight image][activation tensors], banded activation tiling."""
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sushi.config import AccelConfig
-from sushi.isa import INSTR_BYTES, PARAM_BYTES, IsaError, Op, encode, pack_params
+from sushi.isa import INSTR_BYTES, LUT_BYTES, PARAM_BYTES, IsaError, Op, encode, pack_params
 
 from .errors import CompileError
-from .ir import Graph, Node
+from .ir import Graph, Node, ew_describe
+from .quantize import lut_bytes
 
-__all__ = ["Lowered", "lower", "pack_dense_tiles", "pack_dw_tiles", "ALIGN"]
+__all__ = ["Lowered", "lower", "legalize", "pack_dense_tiles", "pack_dw_tiles", "ALIGN"]
 
 ALIGN = 64       # every region and tensor starts on a 64-byte boundary (a multiple of any V)
 MAX_GROUPS = (1 << 10) - 1
@@ -40,6 +41,7 @@ class Lowered:
     act_bytes: int
     tensors: dict                 # name -> {addr, hwc, c_words, bytes}
     layers: list = field(default_factory=list)
+    n_luts: int = 0               # 256-byte LUT tables, stored after the records in the program image
 
     @property
     def total_bytes(self) -> int:
@@ -86,14 +88,16 @@ def _records(bias, mult, shift, n):
     return b, m, s
 
 
-def _band_rows(label, H, in_row, out_row, OH, kh, sh, A):
-    """The largest number of output rows whose input rows (with halo) and output rows fit A words."""
+def _band_rows(label, H, in_row, out_row, OH, kh, sh, A, n_out=1):
+    """The largest number of output rows whose input rows (with halo) and n_out copies of the output
+    rows (2 when a LUT follows the CONV in the buffer) fit A words."""
     def need(b):
-        return min(H, (b - 1) * sh + kh) * in_row + b * out_row
+        return min(H, (b - 1) * sh + kh) * in_row + n_out * b * out_row
     if need(1) > A:
+        extra = f" + {out_row} LUT output words" if n_out == 2 else ""
         raise CompileError(
             f"{label}: one output row needs {need(1)} activation-buffer words "
-            f"({min(H, kh)} input rows x {in_row} + {out_row} output words) but act_buf_words is {A}")
+            f"({min(H, kh)} input rows x {in_row} + {out_row} output words{extra}) but act_buf_words is {A}")
     lo, hi = 1, OH
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -149,17 +153,66 @@ def channel_words(g: Graph, R: int, V: int) -> dict:
     return {t: best[find(t)] for t in g.tensors}
 
 
+def legalize(g: Graph, cfg: AccelConfig) -> dict:
+    """Rewrite what cannot be lowered as is on this configuration (before calibration, so the integer
+    reference and the program agree): a global average pool whose whole input does not fit the
+    activation buffer (it cannot be split into row bands: its kernel is the input) becomes a 1 x W
+    pool (row bands of one row) and an H x 1 pool over the H x 1 row means -- exact in float, one more
+    requantization.  Returns {rewrite: count}."""
+    from .ir import Node, Tensor, infer_shapes
+    R, V, A = cfg.pe_rows, cfg.pe_cols, cfg.act_buf_words
+    cw = channel_words(g, R, V)
+    count = 0
+    for n in list(g.nodes):
+        if n.op != "avgpool":
+            continue
+        C, H, W = g.tensors[n.inputs[0]].chw
+        a = n.attrs
+        if (a["kh"], a["kw"]) != (H, W) or any(a["pads"]) or H == 1 or W == 1:
+            continue
+        c = cw[n.inputs[0]]
+        if H * W * c + c <= A:
+            continue
+        mid = f"{n.output}__rowmean"
+        g.tensors[mid] = Tensor(mid, (C, H, 1), (1, C, H, 1))
+        first = Node(f"{n.name}/w", "avgpool", list(n.inputs), mid, n.src_op,
+                     dict(kh=1, kw=W, sh=1, sw=1, pads=(0, 0, 0, 0), act=(-float("inf"), float("inf")), divisor=W))
+        g.nodes.insert(g.nodes.index(n), first)
+        n.inputs = [mid]
+        a.update(kh=H, kw=1, divisor=H)
+        count += 1
+    if count:
+        infer_shapes(g)
+    return {"split_global_pool": count}
+
+
 def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
     R, V, A = cfg.pe_rows, cfg.pe_cols, cfg.act_buf_words
     RW = R // V
     log = log or (lambda *a: None)
+
+    # ---- CONV -> LUT fusion: an ew node whose input is a CONV output used by nothing else runs on the
+    # CONV's output band in the buffer (exact: the same int8 values; the intermediate is never stored)
+    uses = {}
+    for n in g.nodes:
+        for i in n.inputs:
+            uses[i] = uses.get(i, 0) + 1
+    prod = {n.output: n for n in g.nodes}
+    fused = {}                    # id(conv node) -> ew node
+    fused_ew = set()
+    for n in g.nodes:
+        p = prod.get(n.inputs[0]) if n.op == "ew" else None
+        if p is not None and p.op == "conv" and uses.get(p.output) == 1 and p.output != g.output:
+            fused[id(p)] = n
+            fused_ew.add(id(n))
+    hidden = {p_out for p_out, n in ((n.inputs[0], n) for n in g.nodes if id(n) in fused_ew)}
 
     # ---- activation tensors in DRAM (offsets from act_base)
     tensors, off = {}, 0
     cwords = channel_words(g, R, V)
     order = [g.input] + [n.output for n in g.nodes]
     for t in order:
-        if t in tensors:
+        if t in tensors or t in hidden:
             continue
         C, H, W = g.tensors[t].chw
         if H > 1023 or W > 1023:
@@ -181,10 +234,23 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
     def label(n):
         return f"layer '{n.name}' ({n.src_op})"
 
+    lut_chunks = []
+
+    def add_lut(table) -> tuple:
+        nonlocal rec_bytes
+        off = rec_bytes
+        rec_chunks.append((off, lut_bytes(table)))
+        rec_bytes = _align(rec_bytes + LUT_BYTES)
+        lut_chunks.append(off)
+        return ("rec", off)
+
     for n in g.nodes:
+        if id(n) in fused_ew:
+            continue
         q = n.attrs["q"]
+        lut = fused.get(id(n))
         tin = [tensors[i] for i in n.inputs]
-        tout = tensors[n.output]
+        tout = tensors[n.output if lut is None else lut.output]
         C, H, W = g.tensors[n.inputs[0]].chw
         Co, OH, OW = g.tensors[n.output].chw
         first_instr = len(em.instrs)
@@ -229,9 +295,11 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
             rec_bytes = _align(rec_bytes + n_rec * PARAM_BYTES)
             n_records += n_rec
             in_row, out_row = W * cin_w, OW * cout_w
-            bsz = _band_rows(label(n), H, in_row, out_row, OH, kh, sh, A)
+            bsz = _band_rows(label(n), H, in_row, out_row, OH, kh, sh, A, 2 if lut is not None else 1)
             bands = _bands(OH, bsz, H, kh, sh, pt)
             out_base = max(iy1 - iy0 for _, _, iy0, iy1, _ in bands) * in_row
+            lut_base = out_base + bsz * out_row
+            lut_addr = add_lut(lut.attrs["q"]["table"]) if lut is not None else None
             for oy0, oy1, iy0, iy1, ptb in bands:
                 em.add(Op.LOAD, label(n), buf_addr=0, n_words=(iy1 - iy0) * in_row,
                        dram_addr=("act", tin[0]["offset"] + iy0 * in_row * V))
@@ -245,11 +313,19 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
                            tile_base=first_tile + g0 * tile_sg, tile_sg=tile_sg,
                            tile_sky=tile_sky, tile_skx=tile_skx,
                            param_addr=("rec", rec_off + g0 * rec_stride))
-                em.add(Op.STORE, label(n), buf_addr=out_base, n_words=(oy1 - oy0) * out_row,
+                src = out_base
+                if lut is not None:
+                    em.add(Op.LUT, label(n), in_addr=out_base, out_addr=lut_base,
+                           n_words=(oy1 - oy0) * out_row, lut_addr=lut_addr)
+                    src = lut_base
+                em.add(Op.STORE, label(n), buf_addr=src, n_words=(oy1 - oy0) * out_row,
                        dram_addr=("act", tout["offset"] + oy0 * out_row * V))
             op_name = "gemm" if a.get("gemm") else ("dwconv" if dw else "conv")
             extra = dict(kernel=[kh, kw], stride=[sh, sw], pads=list(a["pads"]), bands=len(bands),
                          groups=n_groups)
+            if lut is not None:
+                extra.update(lut=ew_describe(lut.attrs["fn"]), lut_scale_in=float(q["s_out"]))
+                q = dict(q, s_out=lut.attrs["q"]["s_out"], clamp_lo=-128, clamp_hi=127)
         elif n.op in ("maxpool", "avgpool"):
             kh, kw, sh, sw = a["kh"], a["kw"], a["sh"], a["sw"]
             pt, pl = a["pads"][0], a["pads"][1]
@@ -291,10 +367,52 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
                 nb += 1
             op_name = "add"
             extra = dict(bands=nb)
+        elif n.op == "ew":
+            total = H * W * cin_w
+            chunk = A // 2
+            if chunk < 1:
+                raise CompileError(f"{label(n)}: act_buf_words {A} is too small for LUT")
+            lut_addr = add_lut(q["table"])
+            nb = 0
+            for w0 in range(0, total, chunk):
+                nw = min(chunk, total - w0)
+                em.add(Op.LOAD, label(n), buf_addr=0, n_words=nw, dram_addr=("act", tin[0]["offset"] + w0 * V))
+                em.add(Op.LUT, label(n), in_addr=0, out_addr=chunk, n_words=nw, lut_addr=lut_addr)
+                em.add(Op.STORE, label(n), buf_addr=chunk, n_words=nw, dram_addr=("act", tout["offset"] + w0 * V))
+                nb += 1
+            op_name = "lut"
+            extra = dict(bands=nb, lut=ew_describe(a["fn"]))
+        elif n.op == "chmul":
+            cw = cin_w
+            if tin[1]["c_words"] != cw or cout_w != cw:
+                raise n.err(f"internal: channel words differ ({cw}, {tin[1]['c_words']}, {cout_w})")
+            P = H * W
+            npix = (A - cw) // (2 * cw)
+            if npix < 1:
+                raise CompileError(f"{label(n)}: one pixel needs {3 * cw} activation-buffer words "
+                                   f"(gate, input, output) but act_buf_words is {A}")
+            em.add(Op.LOAD, label(n), buf_addr=0, n_words=cw, dram_addr=("act", tin[1]["offset"]))
+            nb = 0
+            for p0 in range(0, P, npix):
+                npx = min(npix, P - p0)
+                em.add(Op.LOAD, label(n), buf_addr=cw, n_words=npx * cw,
+                       dram_addr=("act", tin[0]["offset"] + p0 * cw * V))
+                em.add(Op.MUL, label(n), a_addr=cw, b_addr=0, out_addr=cw + npix * cw, n_pix=npx, c_w=cw,
+                       mult=q["mult"], shift=q["shift"], clamp_lo=q["clamp_lo"], clamp_hi=q["clamp_hi"])
+                em.add(Op.STORE, label(n), buf_addr=cw + npix * cw, n_words=npx * cw,
+                       dram_addr=("act", tout["offset"] + p0 * cw * V))
+                nb += 1
+            op_name = "mul"
+            extra = dict(bands=nb)
         else:
             raise n.err(f"internal: IR op '{n.op}' reached lowering")
+        out_name = n.output if lut is None else lut.output
+        if lut is not None:
+            n_name = f"{n.name}+{lut.name}"
+        else:
+            n_name = n.name
         layers.append(dict(
-            name=n.name, op=op_name, src_op=n.src_op, inputs=list(n.inputs), output=n.output,
+            name=n_name, op=op_name, src_op=n.src_op, inputs=list(n.inputs), output=out_name,
             in_shape=[C, H, W], out_shape=[Co, OH, OW], macs=int(macs),
             tiles=[first_tile, n_tiles - first_tile],
             instrs=[first_instr, len(em.instrs) - first_instr],
@@ -331,4 +449,4 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
     for t in tensors.values():
         t["addr"] = act_base + t.pop("offset")
     return Lowered(bytes(prog), weights, n_instrs, n_tiles, records_offset, n_records,
-                   prog_base, weight_base, act_base, act_bytes, tensors, layers)
+                   prog_base, weight_base, act_base, act_bytes, tensors, layers, n_luts=len(lut_chunks))

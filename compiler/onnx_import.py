@@ -10,24 +10,51 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import CompileError, node_error
-from .ir import NO_ACT, Graph, Node, Tensor, conv_out, out_chw
+from .ir import NO_ACT, X, Graph, Node, Tensor, conv_out, out_chw
 
-__all__ = ["HANDLERS", "handler", "load_model", "import_onnx", "supported_ops"]
+__all__ = ["HANDLERS", "OP_DOCS", "handler", "load_model", "import_onnx", "supported_ops", "ops_markdown",
+           "FOLDED"]
 
-#: ONNX op type -> handler(ctx, node) ; the published op-coverage table is docs/formats.md
+#: ONNX op type -> handler(ctx, node) ; the published op-coverage table is docs/ops.md
 HANDLERS: dict = {}
+#: ONNX op type -> (supported attributes / inputs, how it lowers, limitations): docs/ops.md
+OP_DOCS: dict = {}
+#: pseudo-row of the op table: nodes whose inputs are all constants
+FOLDED = "(any op, all inputs constant)"
 
 
-def handler(*op_types):
+def handler(*op_types, doc=None):
+    """Register an import handler for op_types; ``doc`` = (attributes, lowering, limitations) or a
+    dict op -> such a tuple (one row of docs/ops.md per op)."""
     def deco(fn):
         for t in op_types:
             HANDLERS[t] = fn
+            d = doc.get(t) if isinstance(doc, dict) else doc
+            if d is None:
+                raise ValueError(f"handler for {t} registered without documentation")
+            OP_DOCS[t] = d
         return fn
     return deco
 
 
 def supported_ops() -> list:
     return sorted(HANDLERS)
+
+
+def ops_markdown() -> str:
+    """The op-coverage table of docs/ops.md, generated from the registry."""
+    rows = ["| op | supported attributes / inputs | lowers to | limitations (CompileError otherwise) |",
+            "|---|---|---|---|"]
+    for op in supported_ops() + [FOLDED]:
+        a, low, lim = OP_DOCS[op]
+        rows.append(f"| {op} | {a} | {low} | {lim} |")
+    return "\n".join(rows) + "\n"
+
+
+OP_DOCS[FOLDED] = ("any, evaluated with `onnx.reference` at import (Shape-derived, Constant, "
+                   "ConstantOfShape, Gather, Concat, Cast, Unsqueeze, ... subgraphs)",
+                   "a constant (no instructions)",
+                   "random ops (Random*, Bernoulli, Multinomial) are not folded")
 
 
 # ---------------------------------------------------------------- loading
@@ -136,6 +163,12 @@ class Ctx:
         return i < len(self.cur.input) and self.cur.input[i] in self.consts
 
     # -- outputs
+    def define_const(self, value, i=0):
+        out = self.cur.output[i] if len(self.cur.output) > i else ""
+        if not out or out in self.consts or out in self.tensors:
+            raise self.err(f"output '{out}' is missing or defined twice")
+        self.consts[out] = value
+
     def emit(self, op, inputs, chw, shape=None, attrs=None, params=None):
         out = self.cur.output[0]
         if out in self.tensors or out in self.consts:
@@ -216,7 +249,11 @@ def _f32(ctx, a, what):
 
 # ---------------------------------------------------------------- handlers
 
-@handler("Conv")
+@handler("Conv", doc=("2-D; kernel <= 255; stride 1..7; pads (or auto_pad) < kernel, top/left <= 15; "
+                     "group 1 or depthwise (group = Cin = Cout); bias B",
+                     "CONV (dense or `dw`), BN / bias / uniform affine folded, Relu / Clip as clamp, "
+                     "a following LUT op fused into the same band",
+                     "dilations != 1, other groups, non-constant W / B"))
 def _conv(ctx: Ctx):
     ctx.check_attrs({"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"})
     ctx.n_inputs(2, 3)
@@ -277,7 +314,8 @@ def _bias_vec(ctx, c, n, what):
     raise ctx.err(f"input '{what}' has shape {list(c.shape)}, expected [{n}] or [1, {n}]")
 
 
-@handler("Gemm")
+@handler("Gemm", doc=("transB 0/1, alpha, beta; C of shape [N], [1, N] or scalar; A 2-D [1, K]",
+                     "CONV with a kh x kw = input spatial size kernel", "transA = 1, non-constant B"))
 def _gemm(ctx: Ctx):
     ctx.check_attrs({"alpha", "beta", "transA", "transB"})
     ctx.n_inputs(2, 3)
@@ -298,7 +336,8 @@ def _gemm(ctx: Ctx):
     _gemm_common(ctx, x, np.ascontiguousarray(W * alpha, np.float32), (c * beta).astype(np.float32))
 
 
-@handler("MatMul")
+@handler("MatMul", doc=("[1, K] x constant [K, N]", "CONV like Gemm (a following constant Add is its bias)",
+                       "non-constant B, other ranks"))
 def _matmul(ctx: Ctx):
     ctx.check_attrs(set())
     ctx.n_inputs(2, 2)
@@ -316,14 +355,17 @@ def _act(ctx, lo, hi):
     ctx.emit("act", [x], x.chw, x.shape, attrs=dict(act=(float(lo), float(hi))))
 
 
-@handler("Relu")
+@handler("Relu", doc=("-", "clamp of the producer's requantizer (or a 1x1 max POOL); part of an "
+                     "element-wise function when it follows one", "-"))
 def _relu(ctx: Ctx):
     ctx.check_attrs(set())
     ctx.n_inputs(1, 1)
     _act(ctx, 0.0, math.inf)
 
 
-@handler("Clip")
+@handler("Clip", doc=("min / max as attributes (opset < 11) or constant inputs",
+                     "clamp of the producer's requantizer (or a 1x1 max POOL); part of an element-wise "
+                     "function (LUT) when it follows one", "non-constant min / max"))
 def _clip(ctx: Ctx):
     ctx.n_inputs(1, 3)
     if ctx.opset < 11 or any(a.name in ("min", "max") for a in ctx.cur.attribute):
@@ -364,8 +406,37 @@ def _channel_vec(ctx, x: Tensor, c, what):
     return None
 
 
-@handler("Add")
+@handler("Add", doc=("two activations of equal shape, or an activation and a scalar / per-channel constant",
+                    "ADD (residual); a constant folds into the producer's bias, else part of an element-wise "
+                    "function or a 1x1 depthwise CONV", "broadcasting between two activations"))
 def _add(ctx: Ctx):
+    _binary(ctx)
+
+
+@handler("Sub", doc=("an activation and a scalar / per-channel constant (either order)",
+                     "as a constant Add (x - c) or a negated affine map (c - x)",
+                     "two activations"))
+def _sub(ctx: Ctx):
+    _binary(ctx)
+
+
+@handler("Mul", doc=("an activation and a scalar / per-channel constant; two activations of equal shape "
+                     "when both are element-wise functions of one tensor (x * f(x)); [1, C, H, W] x [1, C, 1, 1] "
+                     "(either order)", "constant: folded into the producer / element-wise function; x * f(x): "
+                     "LUT; channel-wise: MUL (squeeze-excite)", "other broadcasting; a product of two "
+                     "unrelated activations"))
+def _mul(ctx: Ctx):
+    _binary(ctx)
+
+
+@handler("Div", doc=("an activation divided by a non-zero scalar / per-channel constant",
+                     "as Mul by 1 / c", "a constant divided by an activation, two activations"))
+def _div(ctx: Ctx):
+    _binary(ctx)
+
+
+def _binary(ctx: Ctx):
+    op = ctx.cur.op_type
     ctx.check_attrs(set())
     ctx.n_inputs(2, 2)
     ca, cb = ctx.is_const(0), ctx.is_const(1)
@@ -377,19 +448,84 @@ def _add(ctx: Ctx):
         c = _f32(ctx, ctx.const_in(0 if ca else 1, what), what)
         vec = _channel_vec(ctx, x, c, what)
         if vec is None:
-            raise ctx.err(f"input '{what}' has shape {list(c.shape)}; only a per-channel constant "
-                          f"can be added to a tensor of shape {list(x.shape)}")
-        ctx.emit("affine", [x], x.chw, x.shape, params=dict(scale=np.ones_like(vec), shift=vec))
+            raise ctx.err(f"input '{what}' has shape {list(c.shape)}; only a scalar or per-channel constant "
+                          f"can be combined with a tensor of shape {list(x.shape)}")
+        one = np.ones_like(vec)
+        if op == "Add":
+            scale, shift = one, vec
+        elif op == "Sub":
+            scale, shift = (-one, vec) if ca else (one, -vec)
+        elif op == "Mul":
+            scale, shift = vec, np.zeros_like(vec)
+        else:  # Div
+            if ca:
+                raise ctx.err("input 'A' is a constant: dividing a constant by an activation is not supported")
+            if np.any(vec == 0):
+                raise ctx.err("input 'B' contains zeros (division by zero)")
+            scale, shift = (1.0 / vec).astype(np.float32), np.zeros_like(vec)
+        ctx.emit("affine", [x], x.chw, x.shape, params=dict(scale=scale.astype(np.float32),
+                                                             shift=shift.astype(np.float32)))
         return
     a, b = ctx.act_in(0, "A"), ctx.act_in(1, "B")
+    if op in ("Sub", "Div"):
+        raise ctx.err(f"inputs 'A' and 'B' are both activations; {op} of two activation tensors is not supported")
+    if op == "Mul" and a.shape != b.shape:
+        for x, gate, what in ((a, b, "B"), (b, a, "A")):
+            if len(x.shape) == 4 and tuple(gate.shape) == (1, x.chw[0], 1, 1) and gate.chw == (x.chw[0], 1, 1):
+                ctx.emit("chmul", [x, gate], x.chw, x.shape)
+                return
+        raise ctx.err(f"inputs have shapes {list(a.shape)} and {list(b.shape)}; only equal shapes or "
+                      f"[1, C, H, W] x [1, C, 1, 1] (channel-wise) are supported")
     if a.shape != b.shape:
         raise ctx.err(f"inputs have shapes {list(a.shape)} and {list(b.shape)}; broadcasting is not supported")
     if a.chw != b.chw:
         raise ctx.err(f"inputs have different layouts {list(a.chw)} and {list(b.chw)}")
-    ctx.emit("add", [a, b], a.chw, a.shape, attrs=dict(act=NO_ACT))
+    ctx.emit("add" if op == "Add" else "mul2", [a, b], a.chw, a.shape,
+             attrs=dict(act=NO_ACT) if op == "Add" else {})
 
 
-@handler("BatchNormalization")
+def _ew(ctx: Ctx, fn):
+    x = ctx.act_in(0)
+    ctx.emit("ew", [x], x.chw, x.shape, attrs=dict(fn=fn))
+
+
+@handler("HardSigmoid", doc=("alpha, beta", "clamp of a single-use producing Conv/Gemm (exact: "
+                             "max(0, min(1, alpha*x + beta)) is an affine map and a clip), else LUT", "-"))
+def _hard_sigmoid(ctx: Ctx):
+    ctx.check_attrs({"alpha", "beta"})
+    ctx.n_inputs(1, 1)
+    alpha, beta = ctx.attr("alpha", "float", 0.2), ctx.attr("beta", "float", 0.5)
+    if not (math.isfinite(alpha) and math.isfinite(beta)) or alpha == 0:
+        raise ctx.err(f"attribute 'alpha'/'beta'={alpha}/{beta} must be finite (alpha non-zero)")
+    _ew(ctx, ("clip", 0.0, 1.0, ("affine", alpha, beta, X)))
+
+
+@handler("HardSwish", doc=("-", "LUT (fused into the producing Conv's band)", "-"))
+def _hard_swish(ctx: Ctx):
+    ctx.check_attrs(set())
+    ctx.n_inputs(1, 1)
+    _ew(ctx, ("hswish", X))
+
+
+@handler("Sigmoid", "Tanh", doc=("-", "LUT (fused into the producing Conv's band)", "-"))
+def _sigmoid(ctx: Ctx):
+    ctx.check_attrs(set())
+    ctx.n_inputs(1, 1)
+    _ew(ctx, (ctx.cur.op_type.lower(), X))
+
+
+@handler("LeakyRelu", doc=("alpha", "LUT (fused into the producing Conv's band)", "-"))
+def _leaky(ctx: Ctx):
+    ctx.check_attrs({"alpha"})
+    ctx.n_inputs(1, 1)
+    alpha = ctx.attr("alpha", "float", 0.01)
+    if not math.isfinite(alpha):
+        raise ctx.err(f"attribute 'alpha'={alpha} must be finite")
+    _ew(ctx, ("leaky", alpha, X))
+
+
+@handler("BatchNormalization", doc=("inference mode, epsilon", "folded into the producing Conv/Gemm, else a 1x1 depthwise CONV",
+                                   "training_mode = 1, spatial = 0, running-stat outputs"))
 def _bn(ctx: Ctx):
     ctx.check_attrs({"epsilon", "momentum", "training_mode", "spatial"})
     ctx.n_inputs(5, 5)
@@ -462,12 +598,14 @@ def _pool(ctx: Ctx, mode):
         ctx.emit("maxpool", [x], (C, oh, ow), attrs=attrs)
 
 
-@handler("MaxPool")
+@handler("MaxPool", doc=("kernel <= 255, stride 1..7, pads < kernel, ceil_mode when it does not change the size",
+                        "POOL max", "dilations, storage_order, Indices output"))
 def _maxpool(ctx):
     _pool(ctx, "max")
 
 
-@handler("AveragePool")
+@handler("AveragePool", doc=("as MaxPool; count_include_pad 1 with any padding, 0 without padding",
+                            "POOL average (a 1x1 stride-1 pool is removed)", "count_include_pad = 0 with padding"))
 def _avgpool(ctx):
     _pool(ctx, "avg")
 
@@ -481,7 +619,7 @@ def _gap(ctx, x, keep):
              attrs=dict(kh=H, kw=W, sh=1, sw=1, pads=(0, 0, 0, 0), act=NO_ACT, divisor=H * W))
 
 
-@handler("GlobalAveragePool")
+@handler("GlobalAveragePool", doc=("spatial size <= 255 x 255", "POOL average over the whole input", "-"))
 def _global_avg(ctx):
     ctx.check_attrs(set())
     ctx.n_inputs(1, 1)
@@ -490,7 +628,9 @@ def _global_avg(ctx):
     _gap(ctx, x, True)
 
 
-@handler("ReduceMean")
+@handler("ReduceMean", doc=("axes (attribute, or input from opset 18) [2, 3] with keepdims 0/1; [3] or [2] alone "
+                           "with keepdims 1; noop_with_empty_axes", "POOL average (1 x W, H x 1 or H x W); "
+                           "mean over W then H merges into one global POOL", "other axes, spatial size > 255"))
 def _reduce_mean(ctx):
     ctx.check_attrs({"axes", "keepdims", "noop_with_empty_axes"})
     ctx.n_inputs(1, 2)
@@ -499,17 +639,32 @@ def _reduce_mean(ctx):
     axes = ctx.attr("axes", "ints", None)
     if axes is None and len(ctx.cur.input) > 1 and ctx.cur.input[1]:
         axes = [int(v) for v in np.asarray(ctx.const_in(1, "axes")).reshape(-1)]
-    if axes is None:
-        raise ctx.err("attribute 'axes' is required (only the spatial axes [2, 3] are supported)")
-    if sorted(a % 4 for a in axes) != [2, 3]:
-        raise ctx.err(f"attribute 'axes'={axes} is not supported (only the spatial axes [2, 3])")
+    if axes is None or len(axes) == 0:
+        if ctx.attr("noop_with_empty_axes", "int", 0):
+            x = ctx.act_in(0)
+            ctx.emit("identity", [x], x.chw, x.shape)
+            return
+        axes = [0, 1, 2, 3]
     keep = ctx.attr("keepdims", "int", 1)
     if keep not in (0, 1):
         raise ctx.err(f"attribute 'keepdims'={keep} is not supported (0 or 1)")
-    _gap(ctx, x, keep == 1)
+    ax = sorted(a % 4 for a in axes)
+    if ax == [2, 3]:
+        _gap(ctx, x, keep == 1)
+        return
+    if ax in ([2], [3]) and keep == 1:
+        C, H, W = x.chw
+        kh, kw = (H, 1) if ax == [2] else (1, W)
+        if kh > 255 or kw > 255:
+            raise ctx.err(f"a mean over {max(kh, kw)} positions is not supported (at most 255)")
+        ctx.emit("avgpool", [x], (C, H // kh, W // kw),
+                 attrs=dict(kh=kh, kw=kw, sh=1, sw=1, pads=(0, 0, 0, 0), act=NO_ACT, divisor=kh * kw))
+        return
+    raise ctx.err(f"attribute 'axes'={axes} is not supported (only the spatial axes [2, 3], or [2] / [3] "
+                  f"with keepdims=1)")
 
 
-@handler("Flatten")
+@handler("Flatten", doc=("axis 0/1 (batch 1)", "nothing (the stored layout is kept)", "other axes"))
 def _flatten(ctx):
     ctx.check_attrs({"axis"})
     ctx.n_inputs(1, 1)
@@ -523,7 +678,9 @@ def _flatten(ctx):
     ctx.alias(x, (1, int(np.prod(x.chw))))
 
 
-@handler("Reshape")
+@handler("Reshape", doc=("constant shape (folded subgraphs included), allowzero",
+                        "nothing (the stored layout is kept)",
+                        "only a flatten to [1, N] or a reshape that keeps [1, C, H, W] / [1, C] (H = W = 1)"))
 def _reshape(ctx):
     ctx.check_attrs({"allowzero"})
     ctx.n_inputs(2, 2)
@@ -550,16 +707,82 @@ def _reshape(ctx):
         tgt[tgt.index(-1)] = total // known
     if int(np.prod(tgt)) != total:
         raise ctx.err(f"input 'shape'={shp} does not fit {total} elements of shape {list(x.shape)}")
+    _reshape_to(ctx, x, tgt, f"input 'shape'={shp}")
+
+
+def _reshape_to(ctx, x, tgt, what):
     C, H, W = x.chw
+    total = C * H * W
+    tgt = [int(v) for v in tgt]
     ok = (tgt == [1, total] or tgt == [1, C, H, W]
           or (H == W == 1 and tgt in ([1, C], [1, C, 1, 1])))
     if not ok:
-        raise ctx.err(f"input 'shape'={shp} is not supported (only a flatten to [1, {total}] "
+        raise ctx.err(f"{what} is not supported (only a flatten to [1, {total}] "
                       f"or a reshape that keeps the layout {[1, C, H, W]})")
     ctx.alias(x, tuple(tgt))
 
 
-@handler("Identity", "Dropout")
+def _axes(ctx, what):
+    axes = ctx.attr("axes", "ints", None)
+    if axes is None and len(ctx.cur.input) > 1 and ctx.cur.input[1]:
+        axes = [int(v) for v in np.asarray(ctx.const_in(1, "axes")).reshape(-1)]
+    return axes
+
+
+@handler("Squeeze", doc=("axes (attribute, or input from opset 13)", "nothing (the stored layout is kept)",
+                         "only [1, C, 1, 1] -> [1, C] (or a no-op)"))
+def _squeeze(ctx):
+    ctx.check_attrs({"axes"})
+    ctx.n_inputs(1, 2)
+    x = ctx.act_in(0, "data")
+    r = len(x.shape)
+    axes = _axes(ctx, "axes")
+    if axes is None:
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    axes = sorted({a + r if a < 0 else a for a in axes})
+    if any(not 0 <= a < r or x.shape[a] != 1 for a in axes):
+        raise ctx.err(f"attribute 'axes'={axes} is not supported (only axes of size 1 of {list(x.shape)})")
+    if 0 in axes:
+        raise ctx.err("squeezing the batch axis is not supported")
+    _reshape_to(ctx, x, [d for i, d in enumerate(x.shape) if i not in axes], f"attribute 'axes'={axes}")
+
+
+@handler("Unsqueeze", doc=("axes (attribute, or input from opset 13)", "nothing (the stored layout is kept)",
+                           "only [1, C] -> [1, C, 1, 1] (or a layout-keeping reshape)"))
+def _unsqueeze(ctx):
+    ctx.check_attrs({"axes"})
+    ctx.n_inputs(1, 2)
+    x = ctx.act_in(0, "data")
+    axes = _axes(ctx, "axes")
+    if not axes:
+        raise ctx.err("attribute 'axes' is required")
+    r = len(x.shape) + len(axes)
+    axes = sorted({a + r if a < 0 else a for a in axes})
+    if len(axes) != len(set(axes)) or any(not 0 <= a < r for a in axes):
+        raise ctx.err(f"attribute 'axes'={axes} is out of range")
+    shp, it = [], iter(x.shape)
+    for i in range(r):
+        shp.append(1 if i in axes else next(it))
+    _reshape_to(ctx, x, shp, f"attribute 'axes'={axes}")
+
+
+@handler("Shape", doc=("start, end", "a constant (the activation's static shape)", "-"))
+def _shape(ctx):
+    ctx.check_attrs({"start", "end"})
+    ctx.n_inputs(1, 1)
+    name = ctx.cur.input[0]
+    if name in ctx.tensors:
+        shp = list(ctx.tensors[name].shape)
+    elif name in ctx.consts:
+        shp = list(np.asarray(ctx.consts[name]).shape)
+    else:
+        raise ctx.err(f"input 'data' ('{name}') is not defined")
+    start, end = ctx.attr("start", "int", 0), ctx.attr("end", "int", None)
+    ctx.define_const(np.array(shp[start:end], np.int64))
+
+
+@handler("Identity", "Dropout", doc={"Identity": ("-", "nothing", "-"),
+                                     "Dropout": ("ratio, seed (inference)", "nothing", "the mask output")})
 def _identity(ctx):
     if ctx.cur.op_type == "Dropout":
         ctx.check_attrs({"seed", "ratio"})
@@ -573,7 +796,7 @@ def _identity(ctx):
     ctx.emit("identity", [x], x.chw, x.shape)
 
 
-@handler("Constant")
+@handler("Constant", doc=("value, value_float(s), value_int(s)", "a constant", "sparse_value, value_string(s)"))
 def _constant(ctx):
     if len(ctx.cur.attribute) != 1:
         raise ctx.err("exactly one value attribute is required")
@@ -590,6 +813,24 @@ def _constant(ctx):
     if not out or out in ctx.consts or out in ctx.tensors:
         raise ctx.err(f"output '{out}' is missing or defined twice")
     ctx.consts[out] = v
+
+
+# ---------------------------------------------------------------- constant folding
+
+_NO_FOLD = {"Bernoulli", "Multinomial"}
+
+
+def _fold(ctx, node):
+    """Evaluate a node whose inputs are all constants with onnx's reference implementation."""
+    from onnx.reference import ReferenceEvaluator
+    feeds = {i: np.asarray(ctx.consts[i]) for i in node.input if i}
+    try:
+        outs = ReferenceEvaluator(node, opsets={"": ctx.opset}).run(None, feeds)
+    except Exception as e:
+        raise ctx.err(f"constant folding failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    for i, (name, v) in enumerate(zip(node.output, outs)):
+        if name:
+            ctx.define_const(np.asarray(v), i)
 
 
 # ---------------------------------------------------------------- driver
@@ -640,10 +881,16 @@ def import_onnx(model: onnx.ModelProto) -> Graph:
         ctx.cur = node
         if node.domain not in ("", "ai.onnx"):
             raise ctx.err(f"op domain '{node.domain}' is not supported")
+        ins = [i for i in node.input if i]
+        foldable = (ins and all(i in ctx.consts for i in ins) and node.op_type not in _NO_FOLD
+                    and not node.op_type.startswith("Random"))
         fn = HANDLERS.get(node.op_type)
-        if fn is None:
+        if fn is None and not foldable:
             raise ctx.err(f"op '{node.op_type}' is not supported; supported ops: {', '.join(supported_ops())}")
         try:
+            if foldable:
+                _fold(ctx, node)
+                continue
             fn(ctx)
         except CompileError:
             raise

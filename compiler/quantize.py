@@ -11,9 +11,9 @@ import numpy as np
 from sushi.isa import requant
 
 from .errors import CompileError
-from .ir import NO_ACT, Graph, _windows, run_float
+from .ir import NO_ACT, Graph, _windows, ew_eval, run_float
 
-__all__ = ["CalibrationWarning", "load_calibration", "default_calibration", "calibrate", "quantize", "mult_shift",
+__all__ = ["lut_table", "lut_bytes", "CalibrationWarning", "load_calibration", "default_calibration", "calibrate", "quantize", "mult_shift",
            "mult_shift_shared", "quantize_tensor", "run_int", "clamp_bounds"]
 
 MULT_MAX = (1 << 16) - 1
@@ -121,6 +121,24 @@ def clamp_bounds(act, s_out):
     return qlo, max(qlo, qhi)
 
 
+def lut_table(fn, s_in: float, s_out: float, lo: int = -128, hi: int = 127) -> np.ndarray:
+    """The LUT of an element-wise function: int8 [256], entry q + 128 for every input code q in
+    -128..127:  T[q] = clip(rint(f(q * s_in) / s_out), lo, hi)  (f evaluated in float64 where the
+    expression allows, round half to even).  In DRAM it is stored indexed by the input byte read as
+    unsigned: byte (q & 0xFF) = T[q] (:func:`lut_bytes`)."""
+    q = np.arange(-128, 128, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        y = np.asarray(ew_eval(fn, (q * s_in).astype(np.float32)), np.float64)
+    if not np.all(np.isfinite(y)):
+        y = np.nan_to_num(y, nan=0.0, posinf=1e30, neginf=-1e30)
+    return np.clip(np.rint(y / s_out), lo, hi).astype(np.int8)
+
+
+def lut_bytes(table: np.ndarray) -> bytes:
+    """int8 table indexed by q + 128 -> the 256 DRAM bytes indexed by (q & 0xFF)."""
+    return np.roll(np.asarray(table, np.int8), -128).tobytes()
+
+
 def _ratio(n, M):
     M = np.atleast_1d(np.asarray(M, np.float64))
     bad = ~np.isfinite(M) | (M > MULT_MAX)
@@ -154,6 +172,11 @@ def quantize(g: Graph, scales: dict) -> None:
             q.update(mult=int(m[0]), shift=int(sh[0]))
         elif n.op == "maxpool":
             q.update(mult=0, shift=0)
+        elif n.op == "ew":
+            q.update(table=lut_table(n.attrs["fn"], scales[n.inputs[0]], s_out, lo, hi))
+        elif n.op == "chmul":
+            m, sh = mult_shift(_ratio(n, scales[n.inputs[0]] * scales[n.inputs[1]] / s_out))
+            q.update(mult=int(m[0]), shift=int(sh[0]))
         else:
             raise n.err(f"internal: IR op '{n.op}' reached quantization")
         n.attrs["q"] = q
@@ -193,6 +216,10 @@ def run_int(g: Graph, xq: np.ndarray) -> dict:
         elif n.op == "avgpool":
             win = _windows(x, a["kh"], a["kw"], a["sh"], a["sw"], a["pads"], oshape[1], oshape[2], 0)
             y = requant(win.sum(axis=(4, 5)), q["mult"], q["shift"], q["clamp_lo"], q["clamp_hi"])
+        elif n.op == "ew":
+            y = q["table"].astype(np.int64)[x + 128]
+        elif n.op == "chmul":
+            y = requant(x * vals[n.inputs[1]], q["mult"], q["shift"], q["clamp_lo"], q["clamp_hi"])
         else:
             raise n.err(f"internal: IR op '{n.op}' in the integer executor")
         vals[n.output] = y.astype(np.int64)

@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["tiny_cnn", "resnet_tiny", "mobilenet_tiny", "resnet50", "random_layer_model", "Builder",
-           "ZOO"]
+__all__ = ["tiny_cnn", "resnet_tiny", "mobilenet_tiny", "mbv3_tiny", "resnet50", "random_layer_model",
+           "Builder", "ZOO"]
 
 OPSET = 13
 
@@ -149,7 +149,39 @@ def resnet50(seed: int = 0, num_classes: int = 1000, size: int = 224) -> onnx.Mo
     return b.model(b.gemm(x, 2048, num_classes, name="fc"), (1, num_classes))
 
 
-ZOO = {"tiny_cnn": tiny_cnn, "resnet_tiny": resnet_tiny, "mobilenet_tiny": mobilenet_tiny}
+def _hswish(b: Builder, x):
+    """x * relu6(x + 3) / 6 as torch's exporters write OFA's h-swish."""
+    three = b.const(b._id("c") + ".three", np.array(3.0, np.float32))
+    six = b.const(b._id("c") + ".six", np.array(6.0, np.float32))
+    zero = b.const(b._id("c") + ".zero", np.array(0.0, np.float32))
+    r = b.node("Clip", [b.node("Add", [x, three]), zero, six])
+    return b.node("Div", [b.node("Mul", [x, r]), six])
+
+
+def mbv3_tiny(seed: int = 0) -> onnx.ModelProto:
+    """1x3x16x16 MobileNetV3-style: conv + h-swish (decomposed), an MBConv with expand + h-swish,
+    depthwise 5x5, squeeze-excite (mean over W then H, ReLU, HardSigmoid gate, channel Mul), a
+    residual, sigmoid-gated head (x * Sigmoid(x)), global pool, flatten, gemm."""
+    b = Builder("mbv3_tiny", (1, 3, 16, 16), seed)
+    x = _hswish(b, b.bn(b.conv(b.x, 3, 8, 3, 2, bias=False, name="stem"), 8, name="stem_bn"))
+    y = _hswish(b, b.bn(b.conv(x, 8, 24, 1, 1, 0, bias=False, name="expand"), 24, name="expand_bn"))
+    y = _hswish(b, b.bn(b.conv(y, 24, 24, 5, 1, group=24, bias=False, name="dw"), 24, name="dw_bn"))
+    ax3 = b.node("ReduceMean", [y], "se_mean_w", axes=[3], keepdims=1)
+    m = b.node("ReduceMean", [ax3], "se_mean_h", axes=[2], keepdims=1)
+    r = b.relu(b.conv(m, 24, 8, 1, 1, 0, name="se_reduce"))
+    gate = b.node("HardSigmoid", [b.conv(r, 8, 24, 1, 1, 0, name="se_expand")], "se_gate",
+                  alpha=1.0 / 6, beta=0.5)
+    y = b.node("Mul", [y, gate], "se_mul")
+    y = b.bn(b.conv(y, 24, 8, 1, 1, 0, bias=False, name="project"), 8, name="project_bn", gamma=(0.3, 0.8))
+    x = b.node("Add", [y, x], "residual")
+    h = b.conv(x, 8, 32, 1, 1, 0, name="head")
+    h = b.node("Mul", [h, b.node("Sigmoid", [h], "head_sigmoid")], "head_silu")
+    g = b.node("GlobalAveragePool", [h], "gap")
+    f = b.node("Flatten", [g], "flatten")
+    return b.model(b.gemm(f, 32, 10, name="fc"), (1, 10))
+
+
+ZOO = {"tiny_cnn": tiny_cnn, "resnet_tiny": resnet_tiny, "mobilenet_tiny": mobilenet_tiny, "mbv3_tiny": mbv3_tiny}
 
 LAYER_KINDS = ("conv", "dwconv", "maxpool", "avgpool", "gap", "add", "gemm")
 
