@@ -111,6 +111,8 @@ class Instr:
     fields: dict
 
     def __getattr__(self, name):
+        if name.startswith("__") or name == "fields":   # copy/pickle probe before fields exist
+            raise AttributeError(name)
         try:
             return self.fields[name]
         except KeyError:

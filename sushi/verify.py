@@ -70,7 +70,8 @@ def verify_build(out_dir, sim: str = "verilator", n_inputs: int = 4, seed: int =
 
     say(f"golden model: {n_inputs} input(s)")
     images, golden_out, golden_counts, est = [], [], [], []
-    timing = DramTiming(**(rtl_options or {}).get("timing", {}))
+    opts = dict(rtl_options or {})
+    timing = DramTiming(**{k: opts[k] for k in ("latency", "bandwidth") if k in opts})
     for x in xs:
         img, prog_base, weight_base = build.dram_image(program)
         build.write_input(img, build.quantize_input(x[None]), program)
@@ -85,8 +86,6 @@ def verify_build(out_dir, sim: str = "verilator", n_inputs: int = 4, seed: int =
     rtl_out, rtl_counts, cycles, wall, sim_cycles = golden_out, golden_counts, est, 0.0, 0
     if sim == "verilator":
         from sim.rtl import Job, RtlSim
-        opts = dict(rtl_options or {})
-        opts.pop("timing", None)
         say(f"Verilator: building and running {n_inputs} input(s)")
         rs = RtlSim(cfg, **opts)
         res = rs.run_jobs([Job(dram_image=img, prog_base=pb, weight_base=wb, read_back=[(addr, nbytes)])
