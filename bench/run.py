@@ -44,7 +44,7 @@ def conv_model(cin, cout, k, hw, seed=0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, hw, hw])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, hw, hw])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
 def bench_utilization(root: Path, log) -> dict:

@@ -16,7 +16,7 @@ EXIT_USAGE = 2
 #: exception types that mean "bad user input": one clear line and exit status 2
 USER_ERROR_TYPES = [("compiler.errors", "CompileError"), ("sushi.artifacts", "BuildError"),
                     ("models.subnets", "ManifestError"), ("scheduler.errors", "SchedulerError"),
-                    ("boards.errors", "BoardError")]
+                    ("boards.build", "BoardError"), ("sushi.runtime.device", "DeviceError"), ("sushi.runtime.transport", "LinkError")]
 
 
 class UserError(Exception):
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from scheduler.commands import add_commands as add_scheduler_commands
     add_scheduler_commands(sub)
+    from boards.commands import add_commands as add_board_commands
+    add_board_commands(sub)
 
     d = sub.add_parser("demo", help="the main job: compile bundled CNNs, generate, verify on Verilator")
     d.add_argument("-o", "--output", default="out/demo", metavar="OUT")

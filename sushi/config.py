@@ -45,8 +45,8 @@ class AccelConfig:
             pos(n)
         if not isinstance(self.pb_tiles, int) or self.pb_tiles < 0:
             raise ConfigError(f"'pb_tiles' must be a non-negative integer, not {self.pb_tiles!r}")
-        if not _pow2(self.pe_cols) or self.pe_cols < 4 or self.pe_cols > 64:
-            raise ConfigError(f"'pe_cols' must be a power of two in 4..64, not {self.pe_cols}")
+        if not _pow2(self.pe_cols) or self.pe_cols < 2 or self.pe_cols > 64:
+            raise ConfigError(f"'pe_cols' must be a power of two in 2..64, not {self.pe_cols}")
         if self.pe_rows % self.pe_cols:
             raise ConfigError(f"'pe_rows' ({self.pe_rows}) must be a multiple of 'pe_cols' ({self.pe_cols})")
         if self.pe_rows > 64:
@@ -116,6 +116,11 @@ PRESETS: dict[str, AccelConfig] = {
                           pb_tiles=512, res_ranges=8, clock_mhz=100.0),
     "tiny-pb": AccelConfig(name="tiny-pb", pe_rows=4, pe_cols=4, act_buf_words=2048, wbuf_tiles=128,
                            pb_tiles=64, clock_mhz=30.0),
+    # board presets (docs/boards.md): ULX3S-85F (ECP5) and iCEBreaker (iCE40UP5K, smallest array)
+    "ulx3s": AccelConfig(name="ulx3s", pe_rows=8, pe_cols=8, act_buf_words=4096, wbuf_tiles=256,
+                         pb_tiles=256, res_ranges=8, clock_mhz=100.0),
+    "icebreaker": AccelConfig(name="icebreaker", pe_rows=2, pe_cols=2, act_buf_words=2048,
+                              wbuf_tiles=64, pb_tiles=32, res_ranges=2, clock_mhz=30.0),
 }
 
 

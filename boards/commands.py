@@ -1,0 +1,52 @@
+"""`sushi build --board` and `sushi deploy --board`: add_commands(subparsers) for sushi/cli.py."""
+from __future__ import annotations
+
+import json
+
+from .build import BOARDS, DEFAULT_BAUD, BoardError
+
+__all__ = ["add_commands", "BoardError", "cmd_build", "cmd_deploy"]
+
+
+def add_commands(subparsers) -> None:
+    """Register `build` and `deploy`; each parser's ``func(args) -> int`` runs it (BoardError on
+    user errors: exit status 2)."""
+    b = subparsers.add_parser("build", help="build a SUSHI SoC bitstream for a board",
+                              description="Synthesise, place and route SushiSoC (accelerator + UART "
+                                          "link + memory) for a board; writes OUT/report.json")
+    b.add_argument("--board", required=True, choices=sorted(BOARDS))
+    b.add_argument("--config", default=None,
+                   help="accelerator preset or JSON file (default: the board's preset)")
+    b.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    b.add_argument("-o", "--out", required=True, help="output directory")
+    b.set_defaults(func=cmd_build)
+    d = subparsers.add_parser("deploy", help="program a board with a built bitstream (openFPGALoader)")
+    d.add_argument("--board", required=True, choices=sorted(BOARDS))
+    d.add_argument("out", help="directory written by `sushi build --board`")
+    d.add_argument("--timeout", type=float, default=60.0, help="seconds for openFPGALoader")
+    d.add_argument("--port", default=None, help="serial port: check the SoC answers after programming")
+    d.set_defaults(func=cmd_deploy)
+
+
+def cmd_build(args) -> int:
+    from sushi.config import ConfigError, load_config
+    from .build import build
+    try:
+        cfg = load_config(args.config) if args.config else None
+    except ConfigError as e:
+        raise BoardError(str(e)) from None
+    rep = build(args.board, cfg, args.out, baud=args.baud, progress=lambda m: print(f"[build] {m}"))
+    keys = ("board", "preset", "fmax_mhz", "target_mhz", "timing_met", "utilization", "build_s", "bitstream")
+    print(json.dumps({k: rep.get(k) for k in keys}, indent=2))
+    if not rep.get("timing_met"):
+        print(f"warning: timing not met: fmax {rep.get('fmax_mhz')} MHz < {rep.get('clock_mhz')} MHz")
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    from .deploy import deploy
+    r = deploy(args.board, args.out, timeout=args.timeout, port=args.port)
+    print(f"programmed {r['board']} with {r['bitstream']}")
+    if "status" in r:
+        print(json.dumps(r["status"], indent=2))
+    return 0

@@ -1,0 +1,95 @@
+"""SushiSoC: SushiAccel + HostLink (UART or byte stream) + a memory standing in for DRAM."""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.accel import SushiAccel
+from sushi.config import AccelConfig
+
+from .link import HostLink, UartRx, UartTx
+from .memory import DramBridge, GenericRam, SpramRam
+
+__all__ = ["SushiSoC", "SOC_NAME"]
+
+SOC_NAME = "sushi_soc"
+
+
+class SushiSoC(wiring.Component):
+    """The accelerator, its memory and the host link (docs/boards.md).
+
+    ``ram``: ``"generic"`` (inferred memory of ``mem_bytes``: ECP5 block RAM, simulation) or
+    ``"spram"`` (the iCE40UP5K's four SPRAMs, 128 KiB).  ``link``: ``"uart"`` (ports ``uart_rx``,
+    ``uart_tx``; ``divisor`` clock cycles per bit) or ``"stream"`` (byte streams ``rx``/``tx`` at the
+    UART boundary, used by the simulation).  ``timeout_cycles``: the inter-byte timeout of a frame.
+    Ports ``running`` (the accelerator works) and ``error`` (STATUS error code != 0) drive LEDs.
+    """
+
+    def __init__(self, cfg: AccelConfig, *, ram: str = "generic", mem_bytes: int = 1 << 17,
+                 link: str = "uart", divisor: int = 104, timeout_cycles: int = 1 << 20):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"'cfg' must be an AccelConfig, not {cfg!r}")
+        if ram not in ("generic", "spram"):
+            raise ValueError(f"'ram' must be 'generic' or 'spram', not {ram!r}")
+        if link not in ("uart", "stream"):
+            raise ValueError(f"'link' must be 'uart' or 'stream', not {link!r}")
+        V = cfg.pe_cols
+        if ram == "spram":
+            mem_bytes = 1 << 17        # four SPRAMs, whatever the width
+        if mem_bytes % V or (mem_bytes // V) & (mem_bytes // V - 1):
+            raise ValueError(f"'mem_bytes' must be a power of two multiple of {V}, not {mem_bytes}")
+        self.cfg, self.ram, self.link = cfg, ram, link
+        self.mem_bytes = mem_bytes
+        self.mem_words = mem_bytes // V
+        self.divisor, self.timeout_cycles = divisor, timeout_cycles
+        ports = ({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))} if link == "stream"
+                 else {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)})
+        super().__init__({**ports, "running": Out(1), "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, V = self.cfg, self.cfg.pe_cols
+        m.submodules.accel = accel = SushiAccel(cfg)
+        m.submodules.link = link = HostLink(width_bytes=V, mem_words=self.mem_words,
+                                            timeout_cycles=self.timeout_cycles)
+        if self.ram == "spram":
+            m.submodules.ram = ram = SpramRam(width_bytes=V)
+        else:
+            m.submodules.ram = ram = GenericRam(width_bytes=V, words=self.mem_words)
+        m.submodules.bridge = br = DramBridge(width_bytes=V, addr_bits=link.abits)
+
+        wiring.connect(m, link.csr, accel.csr)
+        for ch in ("rd_cmd", "wr_cmd", "wr_data"):
+            wiring.connect(m, getattr(accel, ch), getattr(br, ch))
+        wiring.connect(m, br.rd_data, accel.rd_data)
+
+        # memory: the bridge while the accelerator runs, the host link otherwise
+        rp = ram.port
+        src = Signal()
+        m.d.comb += src.eq(link.running)
+        m.d.comb += [link.mem.rdata.eq(rp.rdata), br.mem.rdata.eq(rp.rdata)]
+        with m.If(src):
+            m.d.comb += [rp.addr.eq(br.mem.addr), rp.en.eq(br.mem.en), rp.we.eq(br.mem.we),
+                         rp.wdata.eq(br.mem.wdata)]
+        with m.Else():
+            m.d.comb += [rp.addr.eq(link.mem.addr), rp.en.eq(link.mem.en), rp.we.eq(link.mem.we),
+                         rp.wdata.eq(link.mem.wdata)]
+
+        if self.link == "stream":
+            wiring.connect(m, wiring.flipped(self.rx), link.rx)
+            wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        else:
+            m.submodules.urx = urx = UartRx(self.divisor)
+            m.submodules.utx = utx = UartTx(self.divisor)
+            m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]
+            wiring.connect(m, urx.o, link.rx)
+            wiring.connect(m, link.tx, utx.i)
+
+        err = Signal()
+        m.d.comb += [self.running.eq(link.running)]
+        # the accelerator's error code, sampled whenever the link parks the CSR port on STATUS
+        with m.If(link.csr.addr == 1):
+            m.d.sync += err.eq(accel.csr.rdata[8:16] != 0)
+        m.d.comb += self.error.eq(err)
+        return m
