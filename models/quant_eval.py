@@ -5,6 +5,8 @@ For each SubNet: compile its ONNX for an AccelConfig (calibrated on training ima
     the quantized graph (`compiler.quantize.run_int`), which is checked to be bit-identical to the
     golden model (the spec, `sim.golden`) on `golden_sample` test images of every SubNet — any
     difference is an error, not a footnote;
+  * the predicted latency on the accelerator (sim.perf, cycle-exact against the RTL; DRAM latency
+    20 cycles, full bandwidth) at the config's clock, and a Pareto plot of int8 accuracy against it;
   * for the largest and smallest SubNets, `rtl_sample` test images through the Verilator RTL:
     every output byte compared with the golden model, accuracy from the RTL's own predictions.
 Results are written into the manifest as each SubNet's optional `quantized` field.
@@ -35,6 +37,7 @@ def evaluate_quantized(manifest_path, cfg="8x8", golden_sample: int = 48, rtl_sa
     from sim.golden import GoldenModel
     from sushi.artifacts import load_build
     from sushi.config import load_config
+    from sim.perf import DramTiming, decode_program, predict
 
     cfg = load_config(cfg)
     mpath = Path(manifest_path)
@@ -74,7 +77,10 @@ def evaluate_quantized(manifest_path, cfg="8x8", golden_sample: int = 48, rtl_sa
             if s.name in rtl_subnets and i in ridx:
                 rtl_jobs.append((s.name, i, bytes(img_before(b, xq[i:i + 1])), pb, wb, (addr, n),
                                  bytes(img[addr:addr + n])))
-        out[s.name] = {"accuracy": acc, "float_accuracy": s.accuracy, "drop_pp": round(100 * (s.accuracy - acc), 3),
+        img0, pb0, _ = b.dram_image()
+        pred = predict(decode_program(img0, pb0), b.cfg, DramTiming())
+        out[s.name] = {"latency_ms_predicted": pred["cycles"] / (b.cfg.clock_mhz * 1e3),
+                       "cycles_predicted": int(pred["cycles"]), "accuracy": acc, "float_accuracy": s.accuracy, "drop_pp": round(100 * (s.accuracy - acc), 3),
                        "config": cfg.name, "split": "test", "size": int(len(yte)),
                        "method": "batched integer executor of the quantized graph, bit-identical to the golden "
                                  f"model on {len(gidx)} sampled test images",
@@ -96,6 +102,9 @@ def evaluate_quantized(manifest_path, cfg="8x8", golden_sample: int = 48, rtl_sa
             out[name]["rtl"] = {"n": d["n"], "accuracy": d["correct"] / d["n"], "bit_exact": d["mismatched_bytes"] == 0,
                                 "mismatched_bytes": d["mismatched_bytes"], "sim": "verilator"}
     if write:
+        from models.subnets import plot_pareto
+        plot_pareto(load_subnets(mpath), mpath.parent / "pareto_latency.png",
+                    latency={k: v["latency_ms_predicted"] for k, v in out.items()})
         raw = json.loads(mpath.read_text())
         for s in raw["subnets"]:
             if s["name"] in out:

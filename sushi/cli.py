@@ -117,6 +117,16 @@ def cmd_train(args) -> int:
                      f"largest {res['largest']['test_accuracy']:.2%} ({res['largest']['macs']:,} MACs), "
                      f"smallest {res['smallest']['test_accuracy']:.2%} ({res['smallest']['macs']:,} MACs); "
                      f"manifest {res['manifest']}")
+    if not args.no_quant:
+        from models.quant_eval import evaluate_quantized
+        _progress(f"int8 accuracy of every SubNet on preset {args.config} (golden-checked; RTL on a sample)")
+        q = evaluate_quantized(res["manifest"], cfg=args.config, progress=True)
+        big = q[res["largest"]["name"]]
+        worst = max(v["drop_pp"] for v in q.values())
+        _console().print(f"[green]int8[/green]: largest SubNet {big['accuracy']:.2%} "
+                         f"(float {big['float_accuracy']:.2%}), worst drop {worst:.2f} pp; RTL sample "
+                         + ", ".join(f"{k}: {v['rtl']['accuracy']:.0%} bit-exact={v['rtl']['bit_exact']}"
+                                     for k, v in q.items() if "rtl" in v))
     return 0
 
 
@@ -181,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--shrink", choices=["delayed", "start"], default="delayed",
                    help="delayed: smaller SubNets join part-way through training (default)")
     t.add_argument("--subnets", type=int, default=24, metavar="N", help="SubNets to export (default 24)")
+    t.add_argument("--config", default="8x8", metavar="PRESET|FILE.json",
+                   help="accelerator for the int8 evaluation and predicted latencies")
+    t.add_argument("--no-quant", action="store_true", help="skip the int8 / RTL evaluation")
     t.set_defaults(func=cmd_train)
 
     from scheduler.commands import add_commands as add_scheduler_commands
