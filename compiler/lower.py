@@ -186,8 +186,15 @@ def legalize(g: Graph, cfg: AccelConfig) -> dict:
     return {"split_global_pool": count}
 
 
-def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
+def lower(g: Graph, cfg: AccelConfig, log=None, *, ext_tiles=None, tile_offset: int = 0,
+          bases=None) -> Lowered:
+    """``ext_tiles`` {conv node name: {base, sg, sky, skx}}: that layer's tiles live elsewhere (a
+    SuperNet weight image, compiler/supernet.py); the CONV descriptors name them and no tiles are
+    emitted.  ``tile_offset``: the id of this graph's first own tile.  ``bases`` {prog_base,
+    weight_base, act_base}: a fixed DRAM layout (several programs in one image) instead of the
+    compact one; the caller guarantees the regions do not overlap."""
     R, V, A = cfg.pe_rows, cfg.pe_cols, cfg.act_buf_words
+    ext_tiles = ext_tiles or {}
     RW = R // V
     log = log or (lambda *a: None)
 
@@ -254,7 +261,8 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
         C, H, W = g.tensors[n.inputs[0]].chw
         Co, OH, OW = g.tensors[n.output].chw
         first_instr = len(em.instrs)
-        first_tile = n_tiles
+        first_tile = tile_offset + n_tiles
+        ext = ext_tiles.get(n.name) if n.op == "conv" else None
         macs = 0
         cin_w, cout_w = tin[0]["c_words"], tout["c_words"]
         a = n.attrs
@@ -267,14 +275,14 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
             dw = bool(a.get("dw"))
             if dw:
                 NT = _cdiv(kh * kw, R)
-                tiles = pack_dw_tiles(q["W"], R, V, cin_w)
+                tiles = pack_dw_tiles(q["W"], R, V, cin_w) if ext is None else None
                 n_groups, tile_sg, per_group, n_rec = cin_w, NT, NT, cin_w * V
                 macs = OH * OW * Co * kh * kw
                 tile_sky = tile_skx = 0
                 rec_stride = V * PARAM_BYTES
             else:
                 per_group = kh * kw * cin_w
-                tiles = pack_dense_tiles(q["W"], R, V, cin_w)
+                tiles = pack_dense_tiles(q["W"], R, V, cin_w) if ext is None else None
                 n_groups, tile_sg, n_rec = _cdiv(Co, R), per_group, _cdiv(Co, R) * R
                 macs = OH * OW * Co * C * kh * kw
                 tile_sky, tile_skx = kw * cin_w, cin_w
@@ -284,8 +292,14 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
                     f"{label(n)}: one group needs {per_group} weight tiles "
                     f"({'ceil(%d*%d/%d)' % (kh, kw, R) if dw else '%dx%dx%d' % (kh, kw, cin_w)}) "
                     f"but wbuf_tiles is {cfg.wbuf_tiles}")
-            tile_chunks.append(tiles)
-            n_tiles += len(tiles)
+            if ext is None:
+                tile_chunks.append(tiles)
+                n_tiles += len(tiles)
+                tile_base0 = first_tile
+            else:
+                tile_base0, tile_sg = ext["base"], ext["sg"]
+                if not dw:
+                    tile_sky, tile_skx = ext["sky"], ext["skx"]
             rec_off = rec_bytes
             b, m, s = _records(q["bias"], q["mult"], q["shift"], n_rec)
             try:
@@ -310,7 +324,7 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
                            cin_w=cin_w, cout_w=cout_w, n_groups=g1 - g0, in_addr=0,
                            out_addr=out_base + (g0 if dw else g0 * RW),
                            clamp_lo=q["clamp_lo"], clamp_hi=q["clamp_hi"],
-                           tile_base=first_tile + g0 * tile_sg, tile_sg=tile_sg,
+                           tile_base=tile_base0 + g0 * tile_sg, tile_sg=tile_sg,
                            tile_sky=tile_sky, tile_skx=tile_skx,
                            param_addr=("rec", rec_off + g0 * rec_stride))
                 src = out_base
@@ -323,6 +337,9 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
             op_name = "gemm" if a.get("gemm") else ("dwconv" if dw else "conv")
             extra = dict(kernel=[kh, kw], stride=[sh, sw], pads=list(a["pads"]), bands=len(bands),
                          groups=n_groups)
+            if ext is not None:
+                extra.update(shared=dict(base=tile_base0, sg=tile_sg, sky=tile_sky, skx=tile_skx,
+                                         cin_w=cin_w, dw=int(dw)))
             if lut is not None:
                 extra.update(lut=ew_describe(lut.attrs["fn"]), lut_scale_in=float(q["s_out"]))
                 q = dict(q, s_out=lut.attrs["q"]["s_out"], clamp_lo=-128, clamp_hi=127)
@@ -414,7 +431,7 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
         layers.append(dict(
             name=n_name, op=op_name, src_op=n.src_op, inputs=list(n.inputs), output=out_name,
             in_shape=[C, H, W], out_shape=[Co, OH, OW], macs=int(macs),
-            tiles=[first_tile, n_tiles - first_tile],
+            tiles=[first_tile, tile_offset + n_tiles - first_tile],
             instrs=[first_instr, len(em.instrs) - first_instr],
             clamp=[q["clamp_lo"], q["clamp_hi"]], scale_out=float(q["s_out"]), **extra))
     log(f"lowered {len(g.nodes)} layers to {len(em.instrs) + 1} instructions, {n_tiles} tiles")
@@ -427,6 +444,8 @@ def lower(g: Graph, cfg: AccelConfig, log=None) -> Lowered:
     weight_base = _align(prog_base + prog_len)
     wbytes = n_tiles * cfg.tile_bytes
     act_base = _align(weight_base + wbytes)
+    if bases is not None:
+        prog_base, weight_base, act_base = bases["prog_base"], bases["weight_base"], bases["act_base"]
     if act_base + act_bytes > 1 << 32:
         raise CompileError(f"the DRAM image needs {act_base + act_bytes} bytes, more than 32-bit addresses reach")
 

@@ -8,10 +8,13 @@ import numpy as np
 
 from .config import AccelConfig, ConfigError
 
-__all__ = ["Build", "load_build", "BuildError", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["Build", "load_build", "BuildError", "FORMAT", "FORMAT_VERSION", "FORMAT_VERSIONS"]
 
 FORMAT = "sushi-build"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this reader understands: 1 (one network, program "main"), 2 (SuperNet: one program per
+#: SubNet, a shared weight image, SubGraph LOADSG programs, share report and catalog)
+FORMAT_VERSIONS = (1, 2)
 
 
 class BuildError(ValueError):
@@ -48,8 +51,18 @@ class Build:
     def onnx_path(self) -> Path:
         return self.dir / self.manifest.get("source", {}).get("file", "model.onnx")
 
+    @property
+    def version(self) -> int:
+        return int(self.manifest["version"])
+
+    @property
+    def program_names(self) -> list:
+        return list(self.manifest["programs"])
+
     def program(self, program: str = "main") -> dict:
         progs = self.manifest["programs"]
+        if program == "main" and program not in progs and self.manifest.get("default_program") in progs:
+            program = self.manifest["default_program"]      # v2: "main" = the default (largest) SubNet
         if program not in progs:
             raise BuildError(f"{self.dir / 'manifest.json'}: no program '{program}' (have {sorted(progs)})")
         return progs[program]
@@ -83,7 +96,44 @@ class Build:
         base, wb = int(p["base"]), int(mem["weight_base"])
         img[base:base + len(prog)] = prog
         img[wb:wb + len(wts)] = wts
+        if self.version >= 2:
+            # one image for every query and SubGraph load: all programs at their own bases
+            for other in self.manifest["programs"].values():
+                if other is not p:
+                    raw = self._read(other["file"], int(other["bytes"]))
+                    img[int(other["base"]):int(other["base"]) + len(raw)] = raw
+            for sg in self.manifest.get("subgraphs", {}).values():
+                raw = self._read(sg["file"], int(sg["bytes"]))
+                img[int(sg["base"]):int(sg["base"]) + len(raw)] = raw
         return img, base, wb
+
+    # ---- SuperNet builds (version 2)
+    @property
+    def subgraph_ids(self) -> list:
+        return list(self.manifest.get("subgraphs", {}))
+
+    def subgraph(self, sg_id: str) -> dict:
+        """{file, base, bytes, tiles, runs, subnets} of a SubGraph's LOADSG program."""
+        sgs = self.manifest.get("subgraphs", {})
+        if sg_id not in sgs:
+            raise BuildError(f"{self.dir / 'manifest.json'}: no SubGraph '{sg_id}' "
+                             f"(have {sorted(sgs) if sgs else 'none'})")
+        return sgs[sg_id]
+
+    def _json(self, key: str) -> dict:
+        ent = self.manifest.get(key)
+        if not ent:
+            raise BuildError(f"{self.dir / 'manifest.json'}: no '{key}' (a version-2 SuperNet build has one)")
+        p = self.dir / ent["file"]
+        if not p.is_file():
+            raise BuildError(f"{p}: file is missing")
+        return json.loads(p.read_text())
+
+    def catalog(self) -> dict:
+        return self._json("catalog")
+
+    def share_report(self) -> dict:
+        return self._json("share")
 
     # ---- input / output
     def quantize_input(self, x, program: str = "main") -> np.ndarray:
@@ -165,11 +215,16 @@ def load_build(out_dir) -> Build:
         raise BuildError(f"{mpath}: expected a JSON object")
     if m.get("format") != FORMAT:
         raise BuildError(f"{mpath}: field 'format' is {m.get('format')!r}, expected {FORMAT!r}")
-    if m.get("version") != FORMAT_VERSION:
-        raise BuildError(f"{mpath}: field 'version' is {m.get('version')!r}, this reader supports {FORMAT_VERSION}")
+    if m.get("version") not in FORMAT_VERSIONS:
+        raise BuildError(f"{mpath}: field 'version' is {m.get('version')!r}, this reader supports "
+                         f"{', '.join(map(str, FORMAT_VERSIONS))}")
     for path, kind in _REQUIRED:
         _get(m, path, str(mpath), kind)
     for name in m["programs"]:
         for path, kind in _PROG_REQUIRED:
             _get(m["programs"][name], path, f"{mpath}: programs.{name}", kind)
+    if m["version"] >= 2:
+        for k, sg in m.get("subgraphs", {}).items():
+            for path, kind in (("file", str), ("base", int), ("bytes", int), ("runs", list)):
+                _get(sg, path, f"{mpath}: subgraphs.{k}", kind)
     return Build(d, m)
