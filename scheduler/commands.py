@@ -45,7 +45,9 @@ def add_commands(subparsers) -> None:
     s.add_argument("--trace", required=True, metavar="FILE.csv")
     s.add_argument("--build", required=True, metavar="OUT", help="directory holding latency_table.json")
     s.add_argument("--policy", choices=POLICY_CHOICES, default="all")
-    s.add_argument("--backend", default="model", help="backend (default model: the latency table)")
+    s.add_argument("--backend", default="model",
+                   help="model (the latency table) or rtl (every query on the Verilator RTL with a digits test "
+                        "image; needs a SuperNet build of the digits SuperNet)")
     s.add_argument("--json", metavar="FILE", help="write the metrics as JSON (plots as PNG beside it)")
     s.add_argument("--fallback", choices=("drop", "fastest"), default="drop",
                    help="a query no SubNet can serve in time: drop it, or serve the fastest late (default drop)")
@@ -93,8 +95,13 @@ def run_serve(trace_path, build, policy="all", backend="model", fallback="drop",
         raise SchedulerError(f"unknown policy {policy!r}; policies: {', '.join(POLICY_CHOICES)}")
     if period < 1:
         raise SchedulerError(f"--period must be >= 1, got {period}")
-    be = make_backend(backend, table)
     names = list(POLICIES) if policy == "all" else [policy]
+    if backend == "rtl":
+        # RTL-in-the-loop lives in sim/ (the scheduler never sees RTL internals)
+        from sim.rtl_backend import serve_on_rtl
+        return serve_on_rtl(table, trace, build, names, queue_cap=queue_cap, fallback=fallback, period=period,
+                            progress=lambda m: _console().print(f"[cyan]…[/cyan] {m}"))
+    be = make_backend(backend, table)
     return {p: replay(table, trace, p, be, n_accel=n_accel, queue_cap=queue_cap, fallback=fallback,
                       policy_kw={"period": period} if p == "sushi" else None) for p in names}
 
@@ -102,7 +109,8 @@ def run_serve(trace_path, build, policy="all", backend="model", fallback="drop",
 def cmd_serve(args) -> int:
     results = run_serve(args.trace, args.build, args.policy, args.backend, args.fallback, args.queue_cap,
                         args.accelerators, args.period)
-    report = {p: r.metrics() for p, r in results.items()}
+    report = {p: {**r.metrics(), **{k: v for k, v in r.notes.items() if k.startswith("rtl_")}}
+              for p, r in results.items()}
     print_table(report, f"sushi serve {args.trace} on {args.build}")
     if args.json:
         path = Path(args.json)
@@ -125,6 +133,7 @@ def print_table(report: dict, title: str) -> None:
     cols = [("served_accuracy", "accuracy %", lambda v: f"{100 * v:.2f}"),
             ("slo_attainment", "SLO met %", lambda v: f"{100 * v:.2f}"),
             ("p50_ms", "p50 ms", lambda v: f"{v:.3f}"), ("p99_ms", "p99 ms", lambda v: f"{v:.3f}"),
+            ("served_accuracy_measured", "measured %", lambda v: f"{100 * v:.2f}"),
             ("served", "served", str), ("dropped", "dropped", str),
             ("offchip_bytes_per_query", "off-chip B/q", lambda v: f"{v:,.0f}"),
             ("offchip_energy_uj_per_query", "µJ/q", lambda v: f"{v:,.1f}"), ("swaps", "swaps", str)]

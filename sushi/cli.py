@@ -46,6 +46,20 @@ def cmd_compile(args) -> int:
     if not model.exists():
         raise UserError(f"model file {model} does not exist")
     t0 = time.perf_counter()
+    if args.subnets:
+        from compiler.supernet import compile_supernet
+        spec = Path(args.subnets)
+        if not spec.exists():
+            raise UserError(f"--subnets: SubNet manifest {spec} does not exist")
+        man = compile_supernet(model, spec, cfg, args.output, calib=calib)
+        from sim.latency import write_latency_table
+        from sushi.artifacts import load_build
+        lt = write_latency_table(load_build(args.output))
+        _console().print(f"[green]compiled[/green] SuperNet {model} with {len(man['programs'])} SubNets -> "
+                         f"{args.output}: {man['weights']['n_tiles']} tiles in one weight image, "
+                         f"{len(man.get('subgraphs', {}))} SubGraphs in the catalog, latency table {lt} "
+                         f"({time.perf_counter() - t0:.1f} s)")
+        return 0
     man = compile_onnx(model, cfg, args.output, calib=calib)
     prog = man["programs"]["main"]
     _console().print(f"[green]compiled[/green] {model} -> {args.output}: {prog['n_instrs']} instructions, "
@@ -80,8 +94,14 @@ def cmd_verify(args) -> int:
                         f"(run 'sushi compile MODEL.onnx -o {out}' first)")
     if args.inputs < 1:
         raise UserError(f"--inputs must be at least 1, not {args.inputs}")
+    from sushi.artifacts import load_build
+    b = load_build(out)
+    program = args.subnet or "main"
+    b.program(program)                      # names the available SubNets if it does not exist
+    if args.resident is not None:
+        b.subgraph(args.resident)           # names the available SubGraphs if it does not exist
     res = verify_build(out, sim=args.sim, n_inputs=args.inputs, rtl_options=_rtl_options(args),
-                       progress=_progress)
+                       progress=_progress, program=program, resident=args.resident)
     rep = res.report
     _print_report(rep)
     if args.json:
@@ -95,7 +115,8 @@ def _print_report(rep: dict) -> None:
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k in ("bit_exact", "mismatched_bytes", "counters_match", "cycles", "cycles_estimate", "macs",
-              "pe_utilization", "dram_weight_bytes", "dram_act_bytes", "onnx_max_abs_err",
+              "pe_utilization", "dram_weight_bytes", "dram_weight_bytes_no_pb", "pb_hits", "pb_misses",
+              "dram_act_bytes", "onnx_max_abs_err",
               "onnx_output_range", "onnx_top1_agreement", "sim_cycles_per_s"):
         v = rep.get(k)
         if isinstance(v, float):
@@ -169,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="build directory to write")
     c.add_argument("--config", default="8x8", metavar="PRESET|FILE.json", help="accelerator configuration")
     c.add_argument("--calib", metavar="FILE.npz", help="calibration inputs (N x C x H x W float)")
+    c.add_argument("--subnets", metavar="SPEC",
+                   help="SubNet manifest (subnets.json): compile the SuperNet with one program per SubNet, "
+                        "the share report and the SubGraph catalog")
     c.set_defaults(func=cmd_compile)
 
     g = sub.add_parser("gen", help="generate the accelerator's Verilog and accel.json")
@@ -181,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sim", choices=["verilator", "golden"], default="verilator")
     v.add_argument("--inputs", type=int, default=4, metavar="N", help="number of inputs (default 4)")
     v.add_argument("--json", metavar="FILE", help="write the report as JSON")
-    v.add_argument("--waves", action="store_true", help="write an FST waveform of the RTL run")
+    v.add_argument("--waves", action="store_true", help="write a waveform (VCD) of the RTL run")
+    v.add_argument("--subnet", metavar="NAME", help="the SubNet program to verify (SuperNet builds)")
+    v.add_argument("--resident", metavar="SUBGRAPH_ID",
+                   help="load this SubGraph of the catalog into the Persistent Buffer before the queries")
     v.set_defaults(func=cmd_verify)
 
     t = sub.add_parser("train", help="train the digits SuperNet; export its ONNX, SubNets and SubNet manifest")

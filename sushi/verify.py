@@ -47,20 +47,30 @@ def make_inputs(build, n: int, seed: int = 0, program: str = "main") -> np.ndarr
     return rng.standard_normal((n, *shape[1:])).astype(np.float32)
 
 
-def _onnx_reference(build, xs: np.ndarray) -> np.ndarray:
+def _onnx_path(build, program: str):
+    """The float reference of a program: the SubNet's own ONNX in a SuperNet build."""
+    sub = build.program(program).get("subnet", {})
+    p = Path(sub["onnx"]) if sub.get("onnx") else build.onnx_path
+    return p if p.is_absolute() else build.dir / p
+
+
+def _onnx_reference(build, xs: np.ndarray, program: str = "main") -> np.ndarray:
     import onnxruntime as ort
-    sess = ort.InferenceSession(str(build.onnx_path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(_onnx_path(build, program)), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return np.stack([sess.run(None, {name: x[None].astype(np.float32)})[0][0] for x in xs])
 
 
 def verify_build(out_dir, sim: str = "verilator", n_inputs: int = 4, seed: int = 0, program: str = "main",
                  rtl_options: "dict | None" = None, corrupt_byte: "int | None" = None,
-                 progress=None) -> VerifyResult:
-    """Verify a compiled build.  ``corrupt_byte``: flip one byte of the first RTL output before the
-    comparison (used by the test that proves the checker catches a corrupted byte)."""
+                 progress=None, resident: "str | None" = None) -> VerifyResult:
+    """Verify a compiled build.  ``program``: a SubNet of a SuperNet build; ``resident``: a SubGraph
+    id of its catalog, loaded (its LOADSG program) before the queries, on the golden model and the
+    RTL alike, so the queries read those tiles from the Persistent Buffer.  ``corrupt_byte``: flip
+    one byte of the first RTL output before the comparison (the test that proves the checker
+    catches a corrupted byte)."""
     from sushi.artifacts import load_build
-    from sim.perf import DramTiming, program_cycles
+    from sim.perf import DramTiming, predict
 
     say = progress or (lambda msg: None)
     build = load_build(out_dir)
@@ -68,28 +78,49 @@ def verify_build(out_dir, sim: str = "verilator", n_inputs: int = 4, seed: int =
     xs = make_inputs(build, n_inputs, seed, program)
     addr, nbytes = build.output_region(program)
 
-    say(f"golden model: {n_inputs} input(s)")
+    pb_state = None
+    say(f"golden model: {n_inputs} input(s)" + (f", SubGraph {resident} resident" if resident else ""))
     images, golden_out, golden_counts, est = [], [], [], []
+    gm = GoldenModel(cfg)            # one model: the Persistent Buffer persists across queries
+    pre_jobs, cold = [], None
+    if resident is not None:
+        sg = build.subgraph(resident)
+        img, _, weight_base = build.dram_image(program)
+        c = gm.run(img, int(sg["base"]), weight_base)
+        if c.error:
+            raise RuntimeError(f"loading SubGraph {resident} failed with error code {c.error}")
+        pb_state = list(gm.res_table)
+        pre_jobs.append((bytes(img), int(sg["base"]), weight_base))
     opts = dict(rtl_options or {})
     timing = DramTiming(**{k: opts[k] for k in ("latency", "bandwidth") if k in opts})
     for x in xs:
         img, prog_base, weight_base = build.dram_image(program)
         build.write_input(img, build.quantize_input(x[None]), program)
         images.append((bytes(img), prog_base, weight_base))
-        c = GoldenModel(cfg).run(img, prog_base, weight_base)
+        if resident is not None and cold is None:
+            cold = GoldenModel(cfg).run(bytearray(img), prog_base, weight_base)
+        c = gm.run(img, prog_base, weight_base)
         if c.error:
             raise RuntimeError(f"golden model stopped with error code {c.error}")
         golden_out.append(bytes(img[addr:addr + nbytes]))
         golden_counts.append(c.as_dict())
-        est.append(program_cycles(c.trace, cfg, timing))
+        est.append(predict(c.trace, cfg, timing, resident=pb_state)["cycles"])
 
     rtl_out, rtl_counts, cycles, wall, sim_cycles = golden_out, golden_counts, est, 0.0, 0
     if sim == "verilator":
         from sim.rtl import Job, RtlSim
         say(f"Verilator: building and running {n_inputs} input(s)")
+        total = int(build.memory["total_bytes"])
+        opts.setdefault("dram_bytes", max(1 << 21, 1 << (total - 1).bit_length()))
         rs = RtlSim(cfg, **opts)
-        res = rs.run_jobs([Job(dram_image=img, prog_base=pb, weight_base=wb, read_back=[(addr, nbytes)])
-                           for img, pb, wb in images])
+        jobs = [Job(dram_image=img, prog_base=pb, weight_base=wb, read_back=[]) for img, pb, wb in pre_jobs]
+        jobs += [Job(dram_image=img, prog_base=pb, weight_base=wb, read_back=[(addr, nbytes)])
+                 for img, pb, wb in images]
+        res = rs.run_jobs(jobs)
+        for r in res[:len(pre_jobs)]:
+            if r.counters.get("error"):
+                raise RuntimeError(f"RTL: loading SubGraph {resident} failed with error code {r.counters['error']}")
+        res = res[len(pre_jobs):]
         wall = sum(r.wall_s for r in res)   # simulation only: no build, no process start
         rtl_out = [r.regions[0] for r in res]
         rtl_counts = [r.counters for r in res]
@@ -113,7 +144,7 @@ def verify_build(out_dir, sim: str = "verilator", n_inputs: int = 4, seed: int =
             counter_diffs.append(f"input {i}: RTL status error code {r['error']}")
 
     say("onnxruntime reference")
-    ref = _onnx_reference(build, xs)
+    ref = _onnx_reference(build, xs, program)
     deq = np.stack([build.dequantize_output(build.decode_output(o, program)) for o in rtl_out])
     deq = deq.reshape(ref.shape)
     flat_ref, flat_deq = ref.reshape(len(xs), -1), deq.reshape(len(xs), -1)
@@ -139,6 +170,10 @@ def verify_build(out_dir, sim: str = "verilator", n_inputs: int = 4, seed: int =
         "onnx_max_abs_err": float(np.abs(flat_ref - flat_deq).max()),
         "onnx_output_range": float(np.abs(flat_ref).max()),
         "onnx_top1_agreement": float(np.mean(flat_ref.argmax(1) == flat_deq.argmax(1))),
+        "pb_hits": float(np.mean([c["pb_hits"] for c in rtl_counts])),
+        "pb_misses": float(np.mean([c["pb_misses"] for c in rtl_counts])),
+        "resident": resident,
+        "dram_weight_bytes_no_pb": None if cold is None else int(cold.w_rd_bytes),
         "sim_wall_s": wall,
         "sim_cycles_per_s": sim_cycles / wall if wall else None,
     }
