@@ -22,8 +22,9 @@ def subgraph_tiles(sg: dict) -> set:
     return {lo + i for lo, n in sg["runs"] for i in range(n)}
 
 
-def build_latency_table(build, timing: "DramTiming | None" = None, use_int8_accuracy: bool = True) -> dict:
-    """The `sushi-latency` table of a version-2 build (``sushi.artifacts.Build``)."""
+def build_latency_table(build, timing: "DramTiming | None" = None, accuracy: "dict | None" = None) -> dict:
+    """The `sushi-latency` table of a version-2 build (``sushi.artifacts.Build``).  ``accuracy``:
+    {SubNet: accuracy} to use instead of the manifest's float accuracy (e.g. the measured int8 one)."""
     timing = timing or DramTiming()
     cfg = build.cfg
     to_ms = 1.0 / (cfg.clock_mhz * 1e3)
@@ -37,10 +38,7 @@ def build_latency_table(build, timing: "DramTiming | None" = None, use_int8_accu
     for name in build.program_names:
         p = build.program(name)
         sub = p.get("subnet", {})
-        acc = sub.get("accuracy")
-        q = sub.get("quantized") or {}
-        if use_int8_accuracy and q.get("accuracy") is not None:
-            acc = q["accuracy"]
+        acc = (accuracy or {}).get(name, sub.get("accuracy"))
         instrs = decode_program(img, int(p["base"]))
         lat, byt, en = {}, {}, {}
         for sid, res in resident.items():
@@ -59,10 +57,10 @@ def build_latency_table(build, timing: "DramTiming | None" = None, use_int8_accu
     return table
 
 
-def write_latency_table(build, out_dir=None, timing: "DramTiming | None" = None) -> Path:
+def write_latency_table(build, out_dir=None, timing: "DramTiming | None" = None, accuracy=None) -> Path:
     """Write OUT/latency_table.json and OUT/latency_table.csv; returns the JSON path."""
     out = Path(out_dir or build.dir)
-    t = build_latency_table(build, timing)
+    t = build_latency_table(build, timing, accuracy)
     p = out / "latency_table.json"
     p.write_text(json.dumps(t, indent=1) + "\n")
     cols = ["none"] + sorted(t["subgraphs"])

@@ -74,3 +74,12 @@ def test_truncated_onnx_exit_2_and_no_output(tmp_path, capsys):
     assert main(["compile", str(m), "-o", str(tmp_path / "b")]) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "b" / "manifest.json").exists()
+
+
+def test_cli_reference_is_current(monkeypatch):
+    """docs/cli.md is generated from the parser; regenerate with `python -m sushi.clidoc > docs/cli.md`."""
+    from pathlib import Path
+    from sushi.clidoc import cli_markdown
+    monkeypatch.setenv("COLUMNS", "100")
+    doc = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+    assert doc.read_text() == cli_markdown()

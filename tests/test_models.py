@@ -246,7 +246,7 @@ def test_manifest_errors(trained, tmp_path):
         raw["subnets"][1]["accuray"] = raw["subnets"][1]["accuracy"]
     msg, P = err(typo)
     assert msg == (f"{P}: SubNet '{name}': unknown field(s) ['accuray'] (allowed: ['accuracy', 'choice', 'macs', "
-                   "'name', 'notes', 'onnx', 'params', 'weight_bytes'])")
+                   "'name', 'notes', 'onnx', 'params', 'quantized', 'weight_bytes'])")
 
     def version2(raw, d):
         raw["version"] = 2
