@@ -16,7 +16,7 @@ from sushi.artifacts import load_build
 def test_serve_on_rtl_measures_every_query(tmp_path):
     res = train(tmp_path / "net", epochs=2, n_subnets=4, n_candidates=8, progress=False, plot=False)
     calib = load_digits_split(SPLIT_SEED)["train"][0][:CALIB_SIZE]
-    compile_supernet(tmp_path / "net" / "supernet.onnx", res["manifest"], "tiny-pb", tmp_path / "b",
+    compile_supernet(tmp_path / "net" / "supernet.onnx", res["manifest"], "8x8-pb", tmp_path / "b",
                      calib=calib, progress=False)
     table = load_table(write_latency_table(load_build(tmp_path / "b")))
     lat = table.latency
