@@ -28,79 +28,48 @@ def _int_outputs(graph, xq: np.ndarray) -> np.ndarray:
 
 
 def evaluate_quantized(manifest_path, cfg="8x8", golden_sample: int = 48, rtl_sample: int = 16,
-                       rtl_subnets: "list[str] | None" = None, progress: bool = True, write: bool = True) -> dict:
-    """Returns {subnet name: quantized record}; writes them into the manifest when ``write``."""
+                       rtl_subnets: "list[str] | None" = None, progress: bool = True, write: bool = True,
+                       supernet_build=None) -> dict:
+    """Returns {subnet name: quantized record}; writes them into the manifest when ``write``.
+
+    Without ``supernet_build`` every SubNet is compiled on its own (its own weight scales).  With
+    ``supernet_build = (out_dir, plan)`` from ``compile_supernet(..., return_plan=True)`` the
+    SubNets are evaluated as they are served: each program of the one shared weight image."""
     import onnx
     from compiler import compile_graph, compile_onnx
     from models.subnets import load_subnets
     from models.train import CALIB_SIZE, SPLIT_SEED, load_digits_split
-    from sim.golden import GoldenModel
     from sushi.artifacts import load_build
     from sushi.config import load_config
-    from sim.perf import DramTiming, decode_program, predict
 
-    cfg = load_config(cfg)
     mpath = Path(manifest_path)
     man = load_subnets(mpath)
     data = load_digits_split(SPLIT_SEED)
-    xtr, xte, yte = data["train"][0][:CALIB_SIZE], data["test"][0], data["test"][1]
-    build_root = mpath.parent / "builds" / cfg.name
-    if rtl_subnets is None:
-        rtl_subnets = [man.largest().name, man.smallest().name]
-    rng = np.random.default_rng(0)
-    gidx = rng.choice(len(xte), size=min(golden_sample, len(xte)), replace=False)
-    ridx = gidx[:rtl_sample]
-    out, rtl_jobs = {}, []
-    it = man.subnets
+    xtr = data["train"][0][:CALIB_SIZE]
+
+    def items():
+        """(SubNet entry, quantized graph, Build, program name) per SubNet."""
+        if supernet_build is not None:
+            out_dir, plan = supernet_build
+            b = load_build(out_dir)
+            for s in man.subnets:
+                yield s, plan.subnets[s.name]["graph"], b, s.name
+            return
+        c = load_config(cfg)
+        for s in man.subnets:
+            model = onnx.load(mpath.parent / s.onnx)
+            graph, _, _ = compile_graph(model, c, calib=xtr)
+            bdir = mpath.parent / "builds" / c.name / s.name
+            compile_onnx(model, c, bdir, calib=xtr, progress=False)
+            yield s, graph, load_build(bdir), "main"
+
+    n = len(man.subnets)
+    it = items()
     if progress:
         from tqdm import tqdm
-        it = tqdm(it, desc="int8 eval", unit="subnet", file=sys.stderr)
-    for s in it:
-        onnx_path = mpath.parent / s.onnx
-        model = onnx.load(onnx_path)
-        graph, _, _ = compile_graph(model, cfg, calib=xtr)
-        bdir = build_root / s.name
-        compile_onnx(model, cfg, bdir, calib=xtr, progress=False)
-        b = load_build(bdir)
-        xq = np.concatenate([b.quantize_input(x[None]) for x in xte])
-        logits_q = _int_outputs(graph, xq)
-        acc = float((logits_q.argmax(1) == yte).mean())
-        # the integer executor must equal the golden model on the sampled images, byte for byte
-        addr, n = b.output_region()
-        for i in gidx:
-            img, pb, wb = b.dram_image()
-            b.write_input(img, xq[i:i + 1])
-            c = GoldenModel(b.cfg).run(img, pb, wb)
-            g = b.decode_output(bytes(img[addr:addr + n])).reshape(-1)
-            if c.error or not np.array_equal(g.astype(np.int64), logits_q[i]):
-                raise RuntimeError(f"SubNet {s.name}: golden model and integer executor differ on test image {i}")
-            if s.name in rtl_subnets and i in ridx:
-                rtl_jobs.append((s.name, i, bytes(img_before(b, xq[i:i + 1])), pb, wb, (addr, n),
-                                 bytes(img[addr:addr + n])))
-        img0, pb0, _ = b.dram_image()
-        pred = predict(decode_program(img0, pb0), b.cfg, DramTiming())
-        out[s.name] = {"latency_ms_predicted": pred["cycles"] / (b.cfg.clock_mhz * 1e3),
-                       "cycles_predicted": int(pred["cycles"]), "accuracy": acc, "float_accuracy": s.accuracy, "drop_pp": round(100 * (s.accuracy - acc), 3),
-                       "config": cfg.name, "split": "test", "size": int(len(yte)),
-                       "method": "batched integer executor of the quantized graph, bit-identical to the golden "
-                                 f"model on {len(gidx)} sampled test images",
-                       "golden_checked": int(len(gidx))}
-    if rtl_jobs:
-        from sim.rtl import Job, RtlSim
-        res = RtlSim(cfg).run_jobs([Job(dram_image=j[2], prog_base=j[3], weight_base=j[4], read_back=[j[5]])
-                                    for j in rtl_jobs])
-        per = {}
-        for j, r in zip(rtl_jobs, res):
-            name, i = j[0], j[1]
-            b = load_build(build_root / name)
-            pred = int(b.decode_output(r.regions[0]).reshape(-1).argmax())
-            d = per.setdefault(name, {"n": 0, "correct": 0, "mismatched_bytes": 0})
-            d["n"] += 1
-            d["correct"] += int(pred == yte[i])
-            d["mismatched_bytes"] += int((np.frombuffer(r.regions[0], np.uint8) != np.frombuffer(j[6], np.uint8)).sum())
-        for name, d in per.items():
-            out[name]["rtl"] = {"n": d["n"], "accuracy": d["correct"] / d["n"], "bit_exact": d["mismatched_bytes"] == 0,
-                                "mismatched_bytes": d["mismatched_bytes"], "sim": "verilator"}
+        it = tqdm(it, total=n, desc="int8 eval", unit="subnet", file=sys.stderr)
+    out = _evaluate(it, data, rtl_subnets or [man.largest().name, man.smallest().name], golden_sample,
+                    rtl_sample, "shared SuperNet weight image" if supernet_build is not None else "standalone")
     if write:
         from models.subnets import plot_pareto
         plot_pareto(load_subnets(mpath), mpath.parent / "pareto_latency.png",
@@ -113,11 +82,57 @@ def evaluate_quantized(manifest_path, cfg="8x8", golden_sample: int = 48, rtl_sa
     return out
 
 
-def img_before(b, xq1):
-    """A fresh DRAM image of build ``b`` holding input ``xq1`` (the RTL job's starting image)."""
-    img, _, _ = b.dram_image()
-    b.write_input(img, xq1)
-    return img
+def _evaluate(items, data, rtl_subnets, golden_sample, rtl_sample, weights: str) -> dict:
+    from sim.golden import GoldenModel
+    from sim.perf import DramTiming, decode_program, predict
+    xte, yte = data["test"]
+    rng = np.random.default_rng(0)
+    gidx = rng.choice(len(xte), size=min(golden_sample, len(xte)), replace=False)
+    ridx = set(gidx[:rtl_sample].tolist())
+    out, rtl_jobs, cfg = {}, [], None
+    for s, graph, b, prog in items:
+        cfg = b.cfg
+        xq = np.concatenate([b.quantize_input(x[None], prog) for x in xte])
+        logits_q = _int_outputs(graph, xq)
+        acc = float((logits_q.argmax(1) == yte).mean())
+        # the integer executor must equal the golden model on the sampled images, byte for byte
+        addr, n = b.output_region(prog)
+        img0, pb, wb = b.dram_image(prog)
+        for i in gidx:
+            img = bytearray(img0)
+            b.write_input(img, xq[i:i + 1], prog)
+            start = bytes(img)
+            c = GoldenModel(b.cfg).run(img, pb, wb)
+            g = b.decode_output(bytes(img[addr:addr + n]), prog).reshape(-1)
+            if c.error or not np.array_equal(g.astype(np.int64), logits_q[i]):
+                raise RuntimeError(f"SubNet {s.name}: golden model and integer executor differ on test image {i}")
+            if s.name in rtl_subnets and int(i) in ridx:
+                rtl_jobs.append((s.name, b, prog, int(i), start, pb, wb, (addr, n), bytes(img[addr:addr + n])))
+        pred = predict(decode_program(img0, pb), b.cfg, DramTiming())
+        out[s.name] = {"latency_ms_predicted": pred["cycles"] / (b.cfg.clock_mhz * 1e3),
+                       "cycles_predicted": int(pred["cycles"]), "accuracy": acc,
+                       "float_accuracy": s.accuracy, "drop_pp": round(100 * (s.accuracy - acc), 3),
+                       "config": b.cfg.name, "weights": weights, "split": "test", "size": int(len(yte)),
+                       "method": "batched integer executor of the quantized graph, bit-identical to the golden "
+                                 f"model on {len(gidx)} sampled test images",
+                       "golden_checked": int(len(gidx))}
+    if rtl_jobs:
+        from sim.rtl import Job, RtlSim
+        big = max(len(j[4]) for j in rtl_jobs)
+        res = RtlSim(cfg, dram_bytes=max(1 << 21, 1 << (big - 1).bit_length())).run_jobs(
+            [Job(dram_image=j[4], prog_base=j[5], weight_base=j[6], read_back=[j[7]]) for j in rtl_jobs])
+        per = {}
+        for j, r in zip(rtl_jobs, res):
+            name, b, prog, i = j[0], j[1], j[2], j[3]
+            pred = int(b.decode_output(r.regions[0], prog).reshape(-1).argmax())
+            d = per.setdefault(name, {"n": 0, "correct": 0, "mismatched_bytes": 0})
+            d["n"] += 1
+            d["correct"] += int(pred == yte[i])
+            d["mismatched_bytes"] += int((np.frombuffer(r.regions[0], np.uint8) != np.frombuffer(j[8], np.uint8)).sum())
+        for name, d in per.items():
+            out[name]["rtl"] = {"n": d["n"], "accuracy": d["correct"] / d["n"], "bit_exact": d["mismatched_bytes"] == 0,
+                                "mismatched_bytes": d["mismatched_bytes"], "sim": "verilator"}
+    return out
 
 
 def main(argv=None) -> int:
