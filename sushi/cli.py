@@ -128,6 +128,14 @@ def _print_report(rep: dict) -> None:
         _console().print(f"[red]counter mismatch[/red] {d}")
 
 
+def cmd_bench(args) -> int:
+    """`sushi bench sgs OUT --json FILE [--quick]`: the SubGraph Stationary benchmark (bench/sgs.py)."""
+    from bench import sgs
+    argv = [args.out, "--json", args.json] + (["--quick"] if args.quick else []) + \
+        (["--no-rtl"] if args.no_rtl else [])
+    return sgs.main(argv)
+
+
 def cmd_train(args) -> int:
     from models.train import train
     if args.epochs < 1:
@@ -211,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_scheduler_commands(sub)
     from boards.commands import add_commands as add_board_commands
     add_board_commands(sub)
+
+    bn = sub.add_parser("bench", help="benchmarks with JSON output (sgs: SubGraph Stationary with/without the PB)")
+    bn.add_argument("which", choices=["sgs"])
+    bn.add_argument("out", metavar="OUT", help="work directory for the builds")
+    bn.add_argument("--json", required=True, metavar="FILE")
+    bn.add_argument("--quick", action="store_true", help="fewer SubNets, PB sizes and bandwidths")
+    bn.add_argument("--no-rtl", action="store_true", help="skip the Verilator part")
+    bn.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="the main job: train, compile, generate, verify on Verilator, serve, report")
     d.add_argument("-o", "--output", default="out/demo", metavar="OUT")

@@ -10,7 +10,7 @@ from models import zoo
 from sushi import __version__
 from sushi.cli import main
 
-COMMANDS = ["compile", "gen", "verify", "train", "trace", "serve", "build", "deploy", "demo"]
+COMMANDS = ["compile", "gen", "verify", "train", "trace", "serve", "build", "deploy", "bench", "demo"]
 
 
 def run(*args):
