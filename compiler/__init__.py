@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from sushi.config import AccelConfig, ConfigError, load_config
 
+from .output import publish, staging_dir
 from .errors import CompileError
 from .ir import Graph
 from .lower import legalize, lower
@@ -114,8 +114,7 @@ def compile_onnx(model_path_or_proto, cfg, out_dir, calib=None, progress: bool =
     g, low, info = compile_graph(work, cfg, calib, prog)
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = staging_dir(out_dir)
     try:
         if src_path is not None:
             shutil.copyfile(src_path, tmp / "model.onnx")
@@ -153,13 +152,7 @@ def compile_onnx(model_path_or_proto, cfg, out_dir, calib=None, progress: bool =
             "steps_s": dict(info["steps"]),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

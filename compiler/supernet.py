@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 from sushi.config import ConfigError, load_config
 
 from .catalog import build_catalog, loadsg_program, runs_of
+from .output import publish, staging_dir
 from .errors import CompileError
 from .lower import _align, _cdiv, channel_words, legalize, lower, pack_dense_tiles, pack_dw_tiles
 from .onnx_import import import_onnx, load_model
@@ -332,8 +331,7 @@ def compile_supernet(supernet_onnx, manifest_path, cfg, out_dir, calib=None, pro
         f"{n_tiles - plan.n_super_tiles} private), {len(cat['subgraphs'])} SubGraphs")
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = staging_dir(out_dir)
     try:
         src = Path(supernet_onnx)
         shutil.copyfile(src, tmp / "model.onnx")
@@ -398,13 +396,7 @@ def compile_supernet(supernet_onnx, manifest_path, cfg, out_dir, calib=None, pro
             "calibration": plan.calibration,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
