@@ -14,6 +14,7 @@ from .dma import Dma, ReadMux
 from .postproc import Postproc
 from .sequencer import Sequencer
 from .vector import VectorUnit
+from .window import CFG_PORTS, OUT_PORTS, WindowGen
 from .weight_fetch import WeightFetch
 
 __all__ = ["SushiAccel"]
@@ -86,6 +87,18 @@ class SushiAccel(wiring.Component):
         with m.Elif(dma.done | conv.done | vec.done | wf.done):
             m.d.sync += fin.eq(1)
         m.d.comb += seq.exec_done.eq(fin & ~pp.busy)
+
+        # one window generator for the CONV engine and POOL (never at the same time)
+        m.submodules.win = win = WindowGen()
+        for n, _ in CFG_PORTS:
+            if n in ("n_cc", "n_c", "ioff", "obase0", "ostride"):
+                m.d.comb += getattr(win, n).eq(Mux(is_vec, getattr(vec.win, n), getattr(conv.win, n)))
+            else:   # same instruction field in CONV and POOL
+                m.d.comb += getattr(win, n).eq(getattr(conv.win, n))
+        m.d.comb += [win.start.eq(conv.win.start | vec.win.start),
+                     win.advance.eq(Mux(is_vec, vec.win.advance, conv.win.advance))]
+        for n, _ in OUT_PORTS:
+            m.d.comb += [getattr(conv.win, n).eq(getattr(win, n)), getattr(vec.win, n).eq(getattr(win, n))]
 
         # weight buffer <-> CONV engine
         m.d.comb += [conv.full.eq(wf.full), wf.release.eq(conv.release),

@@ -9,7 +9,7 @@ from sushi.isa import Op
 from .bus import INSTR_BITS, instr_fields
 from .pe_array import PeArray
 from .postproc import PostprocSignature
-from .window import WindowGen
+from .window import WindowSignature
 
 __all__ = ["ConvEngine"]
 
@@ -34,6 +34,7 @@ class ConvEngine(wiring.Component):
             "p_raddr": Out(range(2 * (R // V))), "p_rdata": In(64 * V),
             "buf_raddr": Out(16), "buf_ren": Out(1), "buf_rdata": In(8 * V),
             "pp": Out(PostprocSignature(lanes=V)),
+            "win": Out(WindowSignature()),
             "inc_mac": Out(1),
         })
 
@@ -44,7 +45,7 @@ class ConvEngine(wiring.Component):
         RW = R // V
         f = instr_fields(self.instr, Op.CONV)
         dw = f["dw"]
-        m.submodules.win = win = WindowGen()
+        win = self.win
         m.submodules.pe = pe = PeArray(cfg)
 
         g = Signal(10)

@@ -46,7 +46,8 @@ class PeArray(wiring.Component):
         for r in range(R):
             wr = w0 if r == 0 else row[r]
             for j in range(V):
-                m.d.sync += prod[r][j].eq(wr[8 * j:8 * j + 8].as_signed() * self.a[8 * j:8 * j + 8].as_signed())
+                with m.If(self.en):     # products are only used by an enabled step
+                    m.d.sync += prod[r][j].eq(wr[8 * j:8 * j + 8].as_signed() * self.a[8 * j:8 * j + 8].as_signed())
         # stage 2: reduce and accumulate
         acc = [Signal(signed(32), name=f"acc{r}") for r in range(R)]
         m.d.sync += self.res_valid.eq(0)

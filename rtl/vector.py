@@ -10,7 +10,7 @@ from sushi.isa import LUT_BYTES, Op
 
 from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
 from .postproc import PostprocSignature
-from .window import WindowGen
+from .window import WindowSignature
 
 __all__ = ["VectorUnit"]
 
@@ -33,6 +33,7 @@ class VectorUnit(wiring.Component):
             "buf_raddr": Out(16), "buf_ren": Out(1), "buf_rdata": In(8 * V),
             "pp": Out(PostprocSignature(lanes=V)),
             "rd_cmd": Out(CmdSignature()), "rd_data": In(DataSignature(width=8 * V)),
+            "win": Out(WindowSignature()),
             "inc_w_rd": Out(1),
         })
 
@@ -47,7 +48,7 @@ class VectorUnit(wiring.Component):
         fa = instr_fields(self.instr, Op.ADD)
         fm = instr_fields(self.instr, Op.MUL)
         fl = instr_fields(self.instr, Op.LUT)
-        m.submodules.win = win = WindowGen()
+        win = self.win
         m.d.comb += [
             win.in_h.eq(fp["in_h"]), win.in_w.eq(fp["in_w"]), win.out_h.eq(fp["out_h"]),
             win.out_w.eq(fp["out_w"]), win.kh.eq(fp["kh"]), win.kw.eq(fp["kw"]), win.sh.eq(fp["sh"]),
@@ -83,7 +84,6 @@ class VectorUnit(wiring.Component):
         ph = Signal()
         aen1, aph1 = Signal(), Signal()
         atag1 = Signal(16)
-        areg = Signal(8 * V)
         xv = Signal()
         xr = Signal(32 * V)
         xtag = Signal(16)
@@ -100,21 +100,29 @@ class VectorUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += cc.eq(cc + 1)
         m.d.sync += xv.eq(aen1 & aph1)
-        with m.If(aen1 & ~aph1):
-            m.d.sync += areg.eq(self.buf_rdata)
+        # one 8 x 16 multiplier per lane, shared by the two phases: the a word (phase 0) gives
+        # a*mult_a (ADD) or a (MUL, times 1); the b word (phase 1) gives b*mult_b, added (ADD), or
+        # b*(a mod 2**16) whose low 16 bits are the exact int16 product a*b (MUL)
+        areg = [Signal(signed(25), name=f"areg{j}") for j in range(V)]
+        for j in range(V):
+            y = Signal(16, name=f"vmy{j}")
+            prod = Signal(signed(25), name=f"vmp{j}")
+            m.d.comb += [y.eq(Mux(aph1, Mux(is_mul, areg[j][:16], fa["mult_b"]),
+                                  Mux(is_mul, 1, fa["mult_a"]))),
+                         prod.eq(lane(self.buf_rdata, j) * y)]
+            with m.If(aen1 & ~aph1):
+                m.d.sync += areg[j].eq(prod)
+            with m.If(aen1 & aph1):
+                m.d.sync += xr[32 * j:32 * j + 32].eq(Mux(is_mul, prod[:16].as_signed(), areg[j] + prod))
         with m.If(aen1 & aph1):
             m.d.sync += xtag.eq(atag1)
-            for j in range(V):
-                m.d.sync += xr[32 * j:32 * j + 32].eq(Mux(
-                    is_mul, lane(areg, j) * lane(self.buf_rdata, j),
-                    lane(areg, j) * fa["mult_a"] + lane(self.buf_rdata, j) * fa["mult_b"]))
 
         # ---------------- LUT
         LW = LUT_BYTES // V                  # table words of V bytes
         lb = (V - 1).bit_length()            # log2 V
         tk = Signal(range(LW + 1))           # table words received
         lrun = Signal()
-        li = Signal(20)
+        li = i                               # the ADD/MUL word counter (never both at once)
         len1, len2 = Signal(), Signal()
         ltag1, ltag2 = Signal(16), Signal(16)
         lsel2 = Signal(lb * V)
@@ -126,7 +134,7 @@ class VectorUnit(wiring.Component):
             rp = mem.read_port()
             m.d.comb += [wp.addr.eq(tk), wp.data.eq(self.rd_data.data),
                          wp.en.eq(is_lut & self.rd_data.valid & self.rd_data.ready),
-                         rp.addr.eq(self.buf_rdata[8 * j + lb:8 * j + 8])]
+                         rp.addr.eq(self.buf_rdata[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
             tab_r.append(rp)
         lissue = lrun & (li != fl["n_words"])
         m.d.sync += [len1.eq(lissue), ltag1.eq(fl["out_addr"] + li), len2.eq(len1), ltag2.eq(ltag1)]
@@ -138,8 +146,8 @@ class VectorUnit(wiring.Component):
         # ---------------- shared read port and post-processor beat
         m.d.comb += [self.buf_ren.eq(1),
                      self.buf_raddr.eq(Mux(is_pool, win.addr,
-                                           Mux(is_lut, fl["in_addr"] + li,
-                                               Mux(ph, fa["b_addr"] + Mux(is_mul, cc, i), fa["a_addr"] + i))))]
+                                           Mux(ph & ~is_lut, fa["b_addr"] + Mux(is_mul, cc, i),
+                                               fa["a_addr"] + i)))]      # LUT in_addr == a_addr
         m.d.comb += [self.pp.bias.eq(0)]
         with m.If(is_pool):
             m.d.comb += [self.pp.valid.eq(pv2), self.pp.tag.eq(ptag2),

@@ -1,9 +1,50 @@
 """Address generator of the sliding-window loops shared by CONV and POOL."""
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Signal, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["WindowGen"]
+__all__ = ["WindowGen", "WindowSignature", "CFG_PORTS", "OUT_PORTS"]
+
+#: configuration inputs of the window generator (name, width)
+CFG_PORTS = (("in_h", 10), ("in_w", 10), ("out_h", 10), ("out_w", 10), ("kh", 8), ("kw", 8),
+             ("sh", 3), ("sw", 3), ("pad_top", 4), ("pad_left", 4), ("n_cc", 10), ("n_c", 10),
+             ("stride", 10), ("ioff", 17), ("obase0", 17), ("ostride", 10))
+#: outputs of the window generator (name, width)
+OUT_PORTS = (("valid", 1), ("addr", 16), ("inpad", 1), ("first", 1), ("last", 1), ("final", 1),
+             ("obase", 16))
+
+
+class WindowSignature(wiring.Signature):
+    """The window generator seen from a user (CONV engine, vector unit): configuration, ``start``
+    and ``advance`` out, the step back.  One WindowGen in SushiAccel serves both users (they never
+    run at the same time)."""
+
+    def __init__(self):
+        members = {"start": Out(1), "advance": Out(1)}
+        members.update({n: Out(w) for n, w in CFG_PORTS})
+        members.update({n: In(w) for n, w in OUT_PORTS})
+        super().__init__(members)
+
+    def __eq__(self, other):
+        return type(other) is WindowSignature
+
+    def __repr__(self):
+        return "WindowSignature()"
+
+
+#: setup products by shift-and-add (LUTs) instead of multipliers (DSPs)
+SHIFT_ADD = False
+
+
+def _mul16(a, b):
+    """(a * b) mod 2**16; shift-and-add when SHIFT_ADD (``b`` is a narrow unsigned value)."""
+    if not SHIFT_ADD:
+        return (a * b)[:16]
+    terms = [Mux(b[i], (a << i)[:16], 0) for i in range(len(b))]
+    acc = terms[0]
+    for t in terms[1:]:
+        acc = (acc + t)[:16]
+    return acc
 
 
 class WindowGen(wiring.Component):
@@ -13,30 +54,24 @@ class WindowGen(wiring.Component):
     pad_top``, ``ix = ox*sw + kx - pad_left``; ``inpad`` says the position lies inside the input.
     ``first``/``last`` mark the first/last step of a unit (one ``(oy, ox, cc)``); ``obase`` is
     ``obase0 + unit*ostride``.  The configuration must be stable from ``start`` to the end; after
-    ``start`` two setup cycles pass before ``valid`` rises."""
+    ``start`` two setup cycles pass before ``valid`` rises.
+
+    Buffer addresses are 16-bit words, so every address term is kept modulo 2**16 (only ``iy``,
+    ``ix`` are exact signed values, for ``inpad``); the setup products are shift-and-add."""
 
     def __init__(self):
-        super().__init__({
-            "start": In(1),
-            "in_h": In(10), "in_w": In(10), "out_h": In(10), "out_w": In(10),
-            "kh": In(8), "kw": In(8), "sh": In(3), "sw": In(3), "pad_top": In(4), "pad_left": In(4),
-            "n_cc": In(10), "n_c": In(10), "stride": In(10), "ioff": In(17), "obase0": In(17),
-            "ostride": In(10),
-            "advance": In(1),
-            "valid": Out(1), "addr": Out(16), "inpad": Out(1), "first": Out(1), "last": Out(1),
-            "final": Out(1), "obase": Out(16),
-        })
+        super().__init__(WindowSignature().flip())
 
     def elaborate(self, platform):
         m = Module()
-        S = signed(32)
+        A = 16
         oy, ox, cc, c = Signal(10), Signal(10), Signal(10), Signal(10)
         ky, kx = Signal(8), Signal(8)
         iy0, ix0, iy, ix = (Signal(signed(14), name=n) for n in ("iy0", "ix0", "iy", "ix"))
-        prow, pbase, rbase, kbase = (Signal(S, name=n) for n in ("prow", "pbase", "rbase", "kbase"))
-        rowstride, colstep, rowstep, padl, padt = (Signal(S, name=n) for n in
+        prow, pbase, rbase, kbase = (Signal(A, name=n) for n in ("prow", "pbase", "rbase", "kbase"))
+        rowstride, colstep, rowstep, padl, padt = (Signal(A, name=n) for n in
                                                    ("rowstride", "colstep", "rowstep", "padl", "padt"))
-        obase = Signal(17)
+        obase = Signal(A)
         setup = Signal(2)
 
         last_c = c == self.n_c - 1
@@ -55,13 +90,14 @@ class WindowGen(wiring.Component):
         ]
         with m.If(self.start):
             m.d.sync += [setup.eq(1), self.valid.eq(0),
-                         rowstride.eq(self.in_w * self.stride), colstep.eq(self.sw * self.stride),
-                         padl.eq(self.pad_left * self.stride)]
+                         rowstride.eq(_mul16(self.stride, self.in_w)),
+                         colstep.eq(_mul16(self.stride, self.sw)),
+                         padl.eq(_mul16(self.stride, self.pad_left))]
         with m.Elif(setup == 1):
-            m.d.sync += [setup.eq(2), rowstep.eq(self.sh * rowstride),
-                         padt.eq(self.pad_top * rowstride)]
+            m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, self.sh)),
+                         padt.eq(_mul16(rowstride, self.pad_top))]
         with m.Elif(setup == 2):
-            p0 = -padt - padl
+            p0 = (-padt - padl)[:A]
             m.d.sync += [setup.eq(0), self.valid.eq(1),
                          oy.eq(0), ox.eq(0), cc.eq(0), ky.eq(0), kx.eq(0), c.eq(0),
                          iy0.eq(-self.pad_top), iy.eq(-self.pad_top),

@@ -39,10 +39,9 @@ class Host:
         d.csr_host.value = 1
         d.csr__we.value = 0
         d.csr__addr.value = addr
+        await RisingEdge(d.clk)         # sushi_tb registers the host's address
         await Timer(1, unit="ns")       # combinational read settles
-        v = int(d.csr__rdata.value)
-        await RisingEdge(d.clk)
-        return v
+        return int(d.csr__rdata.value)
 
     def release(self):
         self.dut.csr_host.value = 0

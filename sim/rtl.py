@@ -86,10 +86,15 @@ def cache_root() -> Path:
 
 #: Verilator control file: only what the cocotb testbench touches is public (the runner's default
 #: --public-flat-rw makes every signal public and slows the simulation down).
-VLT = """`verilator_config
-public_flat_rw -module "sushi_tb" -var "*"
-public_flat_rw -module "sushi_dram_mem" -var "mem"
-"""
+#: Only the testbench's ports are public: a public read-write signal counts as an input that may
+#: change at any time, so every logic fed by one is re-evaluated on every eval ("ico" region) -
+#: with all of sushi_tb public that was the whole accelerator, twice per clock cycle.
+_TB_IN = ("clk", "rst", "csr_host", "csr__addr", "csr__wdata", "csr__we")
+_TB_OUT = ("csr__rdata", "status", "done", "tb_cycles", "dram_rd_bytes", "dram_wr_bytes", "dram_addr_err")
+VLT = ("`verilator_config\n"
+       + "".join(f'public_flat_rw -module "sushi_tb" -var "{v}"\n' for v in _TB_IN)
+       + "".join(f'public_flat_rd -module "sushi_tb" -var "{v}"\n' for v in _TB_OUT)
+       + 'public_flat_rw -module "sushi_dram_mem" -var "mem"\n')
 
 
 def _runner(public_all: bool):

@@ -49,7 +49,9 @@ class TbTop(wiring.Component):
     ``gen.verilog.generate`` writes is compiled next to this one), or an Amaranth component whose
     flattened port names are those of docs/isa.md (``csr__addr``, ``rd_cmd__valid``, ...).
 
-    Ports: ``csr__addr/wdata/we/rdata`` reach the accelerator's CSR port while ``csr_host`` is 1;
+    Ports: ``csr__addr/wdata/we/rdata`` reach the accelerator's CSR port, through a register (one
+    cycle later: a write takes effect at the second clock edge after it is driven, ``csr__rdata``
+    answers the address driven before the last edge), while ``csr_host`` is 1;
     while it is 0 the top parks the CSR address on STATUS and registers it into ``status``; ``done``
     is ``status`` bit 1 with bit 0 (busy) clear.  A host write of START (CTRL bit 0) zeroes the DRAM
     model's ``dram_rd_bytes`` / ``dram_wr_bytes`` / ``dram_addr_err`` and ``tb_cycles`` (cycles since
@@ -58,7 +60,8 @@ class TbTop(wiring.Component):
     ``clock="input"``: the ``sync`` domain's ``clk``/``rst`` are inputs (the testbench drives the
     clock).  ``clock="internal"``: the black box ``sushi_clkgen`` (:func:`clkgen_verilog`, period
     ``2*half_period`` time units) drives ``sync``, visible on the ``clk`` output, and ``rst`` is an
-    input: the clock then needs no testbench callback per edge (build with ``--timing``).
+    input: the clock then needs no testbench callback per edge (build with ``--timing``).  The
+    design's reset is ``rst`` delayed by one cycle (a register), for simulation speed.
     """
 
     def __init__(self, cfg, *, dram_words: int, latency: int = 20, bandwidth=None,
@@ -72,7 +75,7 @@ class TbTop(wiring.Component):
         self.accel = accel
         self.dram = DramModel(width_bytes=cfg.pe_cols, depth_words=dram_words, latency=latency,
                               bandwidth=bandwidth, stall_prob=stall_prob, seed=seed)
-        ports = {"clk": Out(1), "rst": In(1)} if clock == "internal" else {}
+        ports = {"clk": Out(1) if clock == "internal" else In(1), "rst": In(1)}
         super().__init__({
             **ports,
             "csr_host": In(1),
@@ -85,10 +88,19 @@ class TbTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        m.domains.sync = cd = ClockDomain("sync")
         if self.clock == "internal":
-            m.domains.sync = cd = ClockDomain("sync")
             m.submodules.clkgen = Instance(CLKGEN_NAME, p_HALF=self.half_period, o_clk=cd.clk)
-            m.d.comb += [self.clk.eq(cd.clk), cd.rst.eq(self.rst)]
+            m.d.comb += self.clk.eq(cd.clk)
+        else:
+            m.d.comb += cd.clk.eq(self.clk)
+        # the design's reset is the ``rst`` input registered once: no logic of the design then
+        # depends combinationally on a top-level input through the reset, so Verilator evaluates
+        # the next-state logic once per clock edge (nba) instead of also on every eval (ico)
+        m.domains.rawclk = raw = ClockDomain("rawclk", reset_less=True)
+        rst_q = Signal(init=1)
+        m.d.comb += [raw.clk.eq(cd.clk), cd.rst.eq(rst_q)]
+        m.d.rawclk += rst_q.eq(self.rst)
         m.submodules.dram = dram = self.dram
         ports = _accel_ports(self.cfg.pe_cols)
         if self.accel is None:
@@ -117,17 +129,24 @@ class TbTop(wiring.Component):
                      bus.wr_data.valid.eq(sig["wr_data__valid"]), bus.wr_data.data.eq(sig["wr_data__data"]),
                      sig["wr_data__ready"].eq(bus.wr_data.ready)]
 
-        # host CSR port, parked on STATUS when the host lets go
-        with m.If(self.csr_host):
-            m.d.comb += [sig["csr__addr"].eq(self.csr__addr), sig["csr__wdata"].eq(self.csr__wdata),
-                         sig["csr__we"].eq(self.csr__we)]
+        # host CSR port, parked on STATUS when the host lets go.  The host's inputs are registered
+        # (a write reaches the accelerator one cycle after the host drove it; a read returns the
+        # register the host addressed in the previous cycle): no logic of the design then depends
+        # combinationally on a top-level input, so Verilator evaluates it once per clock edge
+        # instead of also on every eval of the model (its "ico" region: ~1/3 of the time)
+        host, caddr, cwdata, cwe = Signal(), Signal(6), Signal(32), Signal()
+        m.d.rawclk += [host.eq(self.csr_host), caddr.eq(self.csr__addr), cwdata.eq(self.csr__wdata),
+                       cwe.eq(self.csr__we)]
+        with m.If(host):
+            m.d.comb += [sig["csr__addr"].eq(caddr), sig["csr__wdata"].eq(cwdata),
+                         sig["csr__we"].eq(cwe)]
         with m.Else():
             m.d.comb += sig["csr__addr"].eq(CSR_STATUS)
             m.d.sync += self.status.eq(sig["csr__rdata"])
         m.d.comb += [self.csr__rdata.eq(sig["csr__rdata"]), self.done.eq(self.status[1] & ~self.status[0])]
 
         start = Signal()
-        m.d.comb += start.eq(self.csr_host & self.csr__we & (self.csr__addr == CSR_CTRL) & self.csr__wdata[0])
+        m.d.comb += start.eq(host & cwe & (caddr == CSR_CTRL) & cwdata[0])
         m.d.comb += dram.clear.eq(start)
         with m.If(start):
             m.d.sync += [self.tb_cycles.eq(0), self.status.eq(1)]   # busy until the first parked read
