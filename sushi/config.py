@@ -51,6 +51,8 @@ class AccelConfig:
             raise ConfigError(f"'pe_rows' ({self.pe_rows}) must be a multiple of 'pe_cols' ({self.pe_cols})")
         if self.pe_rows > 64:
             raise ConfigError(f"'pe_rows' must be at most 64, not {self.pe_rows}")
+        if self.res_ranges > 256:
+            raise ConfigError(f"'res_ranges' must be at most 256 (LOADSG.entry is 8 bits), not {self.res_ranges}")
         if self.act_buf_words > 1 << 16:
             raise ConfigError(f"'act_buf_words' must be at most 65536 (16-bit buffer addresses), not {self.act_buf_words}")
         if not isinstance(self.clock_mhz, (int, float)) or self.clock_mhz <= 0:

@@ -19,7 +19,7 @@ __all__ = [
     "unpack_params", "IsaError",
 ]
 
-ISA_VERSION = 2
+ISA_VERSION = 3
 #: bytes of one LUT table in DRAM (indexed by the input byte read as unsigned)
 LUT_BYTES = 256
 INSTR_BYTES = 32
@@ -81,7 +81,7 @@ LAYOUTS: dict[Op, list[tuple[str, int, bool]]] = {
         ("mult_a", 16, False), ("mult_b", 16, False), ("shift", 6, False),
         ("clamp_lo", 8, True), ("clamp_hi", 8, True),
     ],
-    Op.LOADSG: [("entry", 4, False), ("tile_lo", 24, False), ("n_tiles", 24, False), ("pb_slot", 16, False)],
+    Op.LOADSG: [("entry", 8, False), ("tile_lo", 24, False), ("n_tiles", 24, False), ("pb_slot", 16, False)],
     Op.LUT: [("in_addr", 16, False), ("out_addr", 16, False), ("n_words", 20, False), ("lut_addr", 32, False)],
     Op.MUL: [
         ("a_addr", 16, False), ("b_addr", 16, False), ("out_addr", 16, False),
