@@ -33,7 +33,7 @@ def compare_outputs(expected: bytes, got: bytes) -> int:
 def make_inputs(build, n: int, seed: int = 0, program: str = "main") -> np.ndarray:
     """N float inputs in the model's input shape: real digits scans when the model takes 1x1x8x8
     images and scikit-learn is installed, otherwise a fixed-seed normal distribution."""
-    shape = tuple(build.manifest["programs"][program]["input"]["shape"])
+    shape = tuple(build.program(program)["input"]["shape"])
     if shape[1:] == (1, 8, 8):
         try:
             from sklearn.datasets import load_digits
@@ -50,7 +50,9 @@ def make_inputs(build, n: int, seed: int = 0, program: str = "main") -> np.ndarr
 def _onnx_path(build, program: str):
     """The float reference of a program: the SubNet's own ONNX in a SuperNet build."""
     sub = build.program(program).get("subnet", {})
-    p = Path(sub["onnx"]) if sub.get("onnx") else build.onnx_path
+    if not sub.get("onnx"):
+        return build.onnx_path
+    p = Path(sub["onnx"])
     return p if p.is_absolute() else build.dir / p
 
 
