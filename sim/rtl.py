@@ -222,6 +222,20 @@ class RtlSim:
                                          "latency": self.latency, "bandwidth": str(self.bandwidth),
                                          "stall_prob": self.stall_prob, "waves": self.waves}))
 
+    def with_waves(self, work_dir) -> "RtlSim":
+        """The same simulation set-up, tracing a VCD into ``work_dir`` (``work_dir/waves.vcd``)."""
+        return RtlSim(self.cfg, work_dir=work_dir, dram_bytes=self.dram_bytes, latency=self.latency,
+                      bandwidth=self.bandwidth, waves=True, stall_prob=self.stall_prob, seed=self.seed,
+                      accel_verilog=self.accel_verilog, cache_dir=self.cache_dir, public_all=self.public_all,
+                      clock=self.clock)
+
+    def waves_for(self, jobs: list, work_dir) -> Path:
+        """Re-run ``jobs`` with waveform tracing; returns the VCD (next to that run's sim.log)."""
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.with_waves(work_dir).run_jobs(jobs)
+        return work_dir / "waves.vcd"
+
     # ---- run ----
     def run_jobs(self, jobs: list) -> list:
         """Run all jobs in one simulator process; returns a JobResult per job."""

@@ -114,7 +114,7 @@ def verify_build(out_dir, sim: str = "verilator", n_inputs: int = 4, seed: int =
         say(f"Verilator: building and running {n_inputs} input(s)")
         total = int(build.memory["total_bytes"])
         opts.setdefault("dram_bytes", max(1 << 21, 1 << (total - 1).bit_length()))
-        rs = RtlSim(cfg, **opts)
+        rs = RtlSim(cfg, **{k: v for k, v in opts.items() if k != "waves"})
         jobs = [Job(dram_image=img, prog_base=pb, weight_base=wb, read_back=[]) for img, pb, wb in pre_jobs]
         jobs += [Job(dram_image=img, prog_base=pb, weight_base=wb, read_back=[(addr, nbytes)])
                  for img, pb, wb in images]
@@ -137,6 +137,11 @@ def verify_build(out_dir, sim: str = "verilator", n_inputs: int = 4, seed: int =
         rtl_out = [bytes(b)] + list(rtl_out[1:])
 
     mismatched = sum(compare_outputs(g, r) for g, r in zip(golden_out, rtl_out))
+    waves = None
+    if sim == "verilator" and (opts.get("waves") or (mismatched and corrupt_byte is None)):
+        # a waveform of the run, beside its log: asked for, or because the RTL disagreed
+        say("Verilator: re-running with waveform tracing")
+        waves = str(rs.waves_for(jobs, Path(out_dir) / "rtl_waves"))
     counter_diffs = []
     for i, (g, r) in enumerate(zip(golden_counts, rtl_counts)):
         for k in COUNTER_NAMES:
@@ -175,6 +180,7 @@ def verify_build(out_dir, sim: str = "verilator", n_inputs: int = 4, seed: int =
         "pb_hits": float(np.mean([c["pb_hits"] for c in rtl_counts])),
         "pb_misses": float(np.mean([c["pb_misses"] for c in rtl_counts])),
         "resident": resident,
+        "waves": waves,
         "dram_weight_bytes_no_pb": None if cold is None else int(cold.w_rd_bytes),
         "sim_wall_s": wall,
         "sim_cycles_per_s": sim_cycles / wall if wall else None,

@@ -41,15 +41,17 @@ def _cases(preset, root):
 def layer_runs(request, tmp_path_factory):
     preset = request.param
     cfg, cases = _cases(preset, tmp_path_factory.mktemp(f"layers_{preset}"))
-    res = RtlSim(cfg).run_jobs([Job(dram_image=c["image"], prog_base=c["pb"], weight_base=c["wb"],
-                                    read_back=[c["region"]]) for c in cases])
-    return preset, cases, res
+    sim = RtlSim(cfg)
+    jobs = [Job(dram_image=c["image"], prog_base=c["pb"], weight_base=c["wb"], read_back=[c["region"]])
+            for c in cases]
+    res = sim.run_jobs(jobs)
+    return preset, cases, res, sim, jobs, tmp_path_factory.mktemp(f"waves_{preset}")
 
 
 @pytest.mark.rtl
 @pytest.mark.xdist_group("rtl_layers")
 def test_random_layers_bit_exact(layer_runs):
-    preset, cases, results = layer_runs
+    preset, cases, results, sim, jobs, wdir = layer_runs
     assert len(results) == len(cases) == N_PER_PRESET
     failures = []
     for i, (c, r) in enumerate(zip(cases, results)):
@@ -59,6 +61,9 @@ def test_random_layers_bit_exact(layer_runs):
         if bad or diffs or r.counters.get("error", 0):
             failures.append(f"{preset}#{i} {c['desc']}: {bad} mismatched bytes, counter diffs {diffs}, "
                             f"error {r.counters.get('error', 0)}")
+    if failures:   # leave a waveform of the failing layers beside their simulator log
+        bad = [jobs[int(f.split("#")[1].split()[0])] for f in failures]
+        failures.append(f"waves of the failing layers: {sim.waves_for(bad, wdir)}")
     assert not failures, "\n".join(failures)
     kinds = {c["desc"]["kind"] for c in cases}
     assert len(kinds) >= 5, kinds

@@ -1,4 +1,6 @@
 """Whole networks on Verilator: bit-exact against the golden model, close to onnxruntime."""
+from pathlib import Path
+
 import onnx
 import pytest
 
@@ -39,3 +41,14 @@ def test_checker_catches_a_corrupted_output_byte(builds):
     rep = verify_build(builds["tiny_cnn"], sim="verilator", n_inputs=1, corrupt_byte=3).report
     assert rep["bit_exact"] is False
     assert rep["mismatched_bytes"] == 1
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("rtl_nets")
+def test_verify_waves_writes_a_vcd(builds):
+    rep = verify_build(builds["tiny_cnn"], sim="verilator", n_inputs=1, rtl_options={"waves": True}).report
+    assert rep["bit_exact"] is True
+    vcd = Path(rep["waves"])
+    assert vcd.exists() and vcd.parent.joinpath("sim.log").exists()
+    head = vcd.read_text(errors="replace")[:20000]
+    assert head.startswith("$version") and "$scope module" in head and " clk " in head
