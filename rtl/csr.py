@@ -50,11 +50,17 @@ class CsrBlock(wiring.Component):
         regs = {}
         m.d.comb += self.start.eq(self.bus.we & (self.bus.addr == CSR_MAP["CTRL"])
                                   & self.bus.wdata[0] & ~self.busy)
+        # DRAM bases: dram_addr_bits wide (higher bits read back as 0)
+        A = cfg.dram_addr_bits
+        pbase, wbase = Signal(A), Signal(A)
+        m.d.comb += [self.prog_base.eq(pbase), self.weight_base.eq(wbase)]
         with m.If(self.bus.we & (self.bus.addr == CSR_MAP["PROG_BASE"])):
-            m.d.sync += self.prog_base.eq(self.bus.wdata)
+            m.d.sync += pbase.eq(self.bus.wdata)
         with m.If(self.bus.we & (self.bus.addr == CSR_MAP["WEIGHT_BASE"])):
-            m.d.sync += self.weight_base.eq(self.bus.wdata)
+            m.d.sync += wbase.eq(self.bus.wdata)
         for n, csr in COUNTERS.items():
+            if n != "cycles" and not cfg.perf_counters:
+                continue                # reads 0
             r = Signal(32, name=f"cnt_{n}")
             regs[CSR_MAP[csr]] = r
             with m.If(self.start):

@@ -39,7 +39,7 @@ class Dma(wiring.Component):
         is_load = self.instr[:8] == Op.LOAD
         rem = Signal(20)        # words not yet covered by a command
         baddr = Signal(16)      # next buffer word (LOAD: to write; STORE: to read)
-        daddr = Signal(32)
+        daddr = Signal(self.cfg.dram_addr_bits)
         chunk = Signal(range(MAX_BURST + 1))
         cnt = Signal(range(MAX_BURST + 1))      # beats left in the current command
         issued = Signal(range(MAX_BURST + 1))   # STORE: words read for the current command

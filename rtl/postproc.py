@@ -73,16 +73,30 @@ class Postproc(wiring.Component):
                              sh1.eq(self.i.shift[6 * j:6 * j + 6])]
             with m.If(v1):
                 m.d.sync += [p.eq(x * mult1), sh2.eq(sh1)]
-            # |p| < 2**47: for shift >= 48 the rounded result is 0; otherwise p + rnd fits 49 bits
-            # signed and y = clamp(sat8(q)) equals clamp(q) for any int8 lo, hi
-            big = sh2 >= 48
-            rnd = (Const(1, 48) << sh2[:6])[1:48]
-            s = Signal(signed(49), name=f"s{j}")
-            q = Signal(signed(49), name=f"q{j}")
-            m.d.comb += [s.eq(p + Mux(big, 0, rnd)), q.eq(Mux(big, 0, s >> sh2))]
+            # round half up folded into the shift: with t = (2p) >> sh (flooring),
+            # q = (p + (1 << (sh-1))) >> sh = (t + 1) >> 1 for every sh in 0..63 (sh = 0: t = 2p).
+            # Only sat_10(t) matters (|t| >= 512 saturates q to int8 the same way), so the shifter
+            # narrows stage by stage (largest shift first): after the stage of 2**k only
+            # 10 + 2**k - 1 bits are kept, and a value that no longer fits that width saturates.
+            qs = Signal(signed(8), name=f"qs{j}")
+            v = Signal(signed(49), name=f"t0_{j}")
+            m.d.comb += v.eq(p << 1)
+            ok = Const(1, 1)
+            for k in (5, 4, 3, 2, 1, 0):
+                wk = 10 + (1 << k) - 1
+                sv = Mux(sh2[k], v >> (1 << k), v)
+                nv = Signal(signed(wk), name=f"t{6 - k}_{j}")
+                m.d.comb += nv.eq(sv)
+                hi_bits = sv[wk - 1:len(v)]
+                ok = ok & ((hi_bits == 0) | (hi_bits == (1 << len(hi_bits)) - 1))
+                v = nv
+            neg = p[-1]
+            u = Signal(signed(10), name=f"u{j}")
+            m.d.comb += u.eq(Mux(ok, v, Mux(neg, -512, 511)))
+            q = Signal(signed(10), name=f"q{j}")
+            m.d.comb += q.eq((u + 1) >> 1)
             top = q[7:]
             ovf = ~((top == 0) | (top == (1 << len(top)) - 1))
-            qs = Signal(signed(8), name=f"qs{j}")
             m.d.comb += qs.eq(Mux(ovf, Mux(q[-1], -128, 127), q[:8]))
             y = Mux(qs < lo2, lo2, Mux(qs > hi2, hi2, qs))
             with m.If(v2):

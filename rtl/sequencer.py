@@ -35,7 +35,7 @@ class Sequencer(wiring.Component):
         V = self.cfg.pe_cols
         W = 8 * V
         beats = max(1, INSTR_BYTES // V)
-        pc = Signal(32)
+        pc = Signal(self.cfg.dram_addr_bits)
         k = Signal(range(beats + 1))
         op = self.instr[:8]
         m.d.comb += self.exec_op.eq(op[:4])
@@ -54,7 +54,7 @@ class Sequencer(wiring.Component):
             with m.State("FETCH"):
                 m.d.comb += [self.fetching.eq(1), self.rd_cmd.valid.eq(1), self.rd_cmd.len.eq(beats)]
                 if V > INSTR_BYTES:
-                    m.d.comb += self.rd_cmd.addr.eq(pc & ~Const(V - 1, 32))
+                    m.d.comb += self.rd_cmd.addr.eq(pc & ~Const(V - 1, len(pc)))
                 else:
                     m.d.comb += self.rd_cmd.addr.eq(pc)
                 with m.If(self.rd_cmd.ready):

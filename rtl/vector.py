@@ -67,7 +67,8 @@ class VectorUnit(wiring.Component):
         m.d.sync += [en1.eq(win.advance), first1.eq(win.first), last1.eq(win.last),
                      inpad1.eq(win.inpad), tag1.eq(win.obase),
                      pv2.eq(en1 & last1), ptag2.eq(tag1)]
-        pacc = [Signal(signed(32), name=f"pacc{j}") for j in range(V)]
+        # |sum| <= 255*255*128 < 2**23 (kh, kw are 8-bit): 24 bits are exact
+        pacc = [Signal(signed(24), name=f"pacc{j}") for j in range(V)]
         for j in range(V):
             a = lane(self.buf_rdata, j)
             mx = Mux(first1, Mux(inpad1, a, -128), Mux(inpad1 & (a > pacc[j]), a, pacc[j]))
@@ -85,7 +86,8 @@ class VectorUnit(wiring.Component):
         aen1, aph1 = Signal(), Signal()
         atag1 = Signal(16)
         xv = Signal()
-        xr = Signal(32 * V)
+        # ADD: |a*mult_a + b*mult_b| < 2**24, MUL: int16: 25 bits per lane are exact
+        xr = [Signal(signed(25), name=f"xr{j}") for j in range(V)]
         xtag = Signal(16)
         aend = Signal()
         m.d.comb += aend.eq(Mux(is_mul, (pp_ == fm["n_pix"]) | (fm["c_w"] == 0), i == fa["n_words"]))
@@ -99,7 +101,14 @@ class VectorUnit(wiring.Component):
                     m.d.sync += [cc.eq(0), pp_.eq(pp_ + 1)]
                 with m.Else():
                     m.d.sync += cc.eq(cc + 1)
-        m.d.sync += xv.eq(aen1 & aph1)
+        # the read word is registered before the multiplier (timing: the activation buffer's
+        # output, the multiplier and the adder do not fit one cycle); the extra stage is hidden in
+        # FLUSH: the post-processor is still idle before the instruction's end, so no cycle changes
+        aen2, aph2 = Signal(), Signal()
+        atag2 = Signal(16)
+        rd2 = Signal(8 * V)
+        m.d.sync += [aen2.eq(aen1), aph2.eq(aph1), atag2.eq(atag1), rd2.eq(self.buf_rdata)]
+        m.d.sync += xv.eq(aen2 & aph2)
         # one 8 x 16 multiplier per lane, shared by the two phases: the a word (phase 0) gives
         # a*mult_a (ADD) or a (MUL, times 1); the b word (phase 1) gives b*mult_b, added (ADD), or
         # b*(a mod 2**16) whose low 16 bits are the exact int16 product a*b (MUL)
@@ -107,15 +116,15 @@ class VectorUnit(wiring.Component):
         for j in range(V):
             y = Signal(16, name=f"vmy{j}")
             prod = Signal(signed(25), name=f"vmp{j}")
-            m.d.comb += [y.eq(Mux(aph1, Mux(is_mul, areg[j][:16], fa["mult_b"]),
+            m.d.comb += [y.eq(Mux(aph2, Mux(is_mul, areg[j][:16], fa["mult_b"]),
                                   Mux(is_mul, 1, fa["mult_a"]))),
-                         prod.eq(lane(self.buf_rdata, j) * y)]
-            with m.If(aen1 & ~aph1):
+                         prod.eq(lane(rd2, j) * y)]
+            with m.If(aen2 & ~aph2):
                 m.d.sync += areg[j].eq(prod)
-            with m.If(aen1 & aph1):
-                m.d.sync += xr[32 * j:32 * j + 32].eq(Mux(is_mul, prod[:16].as_signed(), areg[j] + prod))
-        with m.If(aen1 & aph1):
-            m.d.sync += xtag.eq(atag1)
+            with m.If(aen2 & aph2):
+                m.d.sync += xr[j].eq(Mux(is_mul, prod[:16].as_signed(), areg[j] + prod))
+        with m.If(aen2 & aph2):
+            m.d.sync += xtag.eq(atag2)
 
         # ---------------- LUT
         LW = LUT_BYTES // V                  # table words of V bytes
@@ -164,15 +173,17 @@ class VectorUnit(wiring.Component):
                              self.pp.mult[16 * j:16 * j + 16].eq(1),
                              self.pp.shift[6 * j:6 * j + 6].eq(0)]
         with m.Elif(is_mul):
-            m.d.comb += [self.pp.valid.eq(xv), self.pp.tag.eq(xtag), self.pp.acc.eq(xr),
+            m.d.comb += [self.pp.valid.eq(xv), self.pp.tag.eq(xtag),
                          self.pp.lo.eq(fm["clamp_lo"]), self.pp.hi.eq(fm["clamp_hi"])]
             for j in range(V):
+                m.d.comb += self.pp.acc[32 * j:32 * j + 32].eq(xr[j])
                 m.d.comb += [self.pp.mult[16 * j:16 * j + 16].eq(fm["mult"]),
                              self.pp.shift[6 * j:6 * j + 6].eq(fm["shift"])]
         with m.Else():
-            m.d.comb += [self.pp.valid.eq(xv), self.pp.tag.eq(xtag), self.pp.acc.eq(xr),
+            m.d.comb += [self.pp.valid.eq(xv), self.pp.tag.eq(xtag),
                          self.pp.lo.eq(fa["clamp_lo"]), self.pp.hi.eq(fa["clamp_hi"])]
             for j in range(V):
+                m.d.comb += self.pp.acc[32 * j:32 * j + 32].eq(xr[j])
                 m.d.comb += [self.pp.mult[16 * j:16 * j + 16].eq(1),
                              self.pp.shift[6 * j:6 * j + 6].eq(fa["shift"])]
 
@@ -200,7 +211,7 @@ class VectorUnit(wiring.Component):
                     m.d.sync += wait.eq(4)
                     m.next = "FLUSH"
             with m.State("LCMD"):
-                m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(fl["lut_addr"]),
+                m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(fl["lut_addr"][:self.cfg.dram_addr_bits]),
                              self.rd_cmd.len.eq(LW)]
                 with m.If(self.rd_cmd.ready):
                     m.next = "LDATA"

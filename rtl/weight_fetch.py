@@ -28,9 +28,9 @@ class ResidencyCheck(wiring.Component):
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         super().__init__({
-            "tile_id": In(24), "hit": Out(1), "slot": Out(_pb_bits(cfg)),
+            "tile_id": In(cfg.tile_id_bits), "hit": Out(1), "slot": Out(_pb_bits(cfg)),
             "set_en": In(1), "set_idx": In(range(max(2, cfg.res_ranges))),
-            "set_lo": In(24), "set_n": In(24), "set_slot": In(16),
+            "set_lo": In(cfg.tile_id_bits), "set_n": In(range(max(2, cfg.pb_tiles + 1))), "set_slot": In(16),
         })
 
     def elaborate(self, platform):
@@ -39,19 +39,23 @@ class ResidencyCheck(wiring.Component):
             m.d.comb += [self.hit.eq(0), self.slot.eq(0)]
             return m
         SB = len(self.slot)
+        TB, NB = len(self.tile_id), len(self.set_n)
         ents = []
         for i in range(self.cfg.res_ranges):
-            lo, n, s = Signal(24, name=f"lo{i}"), Signal(24, name=f"n{i}"), Signal(SB, name=f"slot{i}")
+            lo, n, s = Signal(TB, name=f"lo{i}"), Signal(NB, name=f"n{i}"), Signal(SB, name=f"slot{i}")
             with m.If(self.set_en & (self.set_idx == i)):
                 m.d.sync += [lo.eq(self.set_lo), n.eq(self.set_n), s.eq(self.set_slot)]
-            off = Signal(25, name=f"off{i}")
+            off = Signal(TB + 1, name=f"off{i}")
             m.d.comb += off.eq(self.tile_id - lo)
             match = (self.tile_id >= lo) & (off < n)
             ents.append((match, s + off[:SB]))
-        # first (lowest-index) match wins: build the priority chain from the last entry down
-        hit, slot = Const(0, 1), Const(0, SB)
-        for match, sl in reversed(ents):
-            hit, slot = Mux(match, 1, hit), Mux(match, sl, slot)
+        # first (lowest-index) match wins: a one-hot select (entry i and no lower entry matches)
+        # OR-ed together, not a chain of res_ranges multiplexers
+        hit, slot, before = Const(0, 1), Const(0, SB), Const(0, 1)
+        for match, sl in ents:
+            slot = slot | Mux(match & ~before, sl, 0)
+            before = before | match
+        hit = before
         m.d.comb += [self.hit.eq(hit), self.slot.eq(slot)]
         return m
 
@@ -92,6 +96,9 @@ class WeightFetch(wiring.Component):
         R, V, WT, PBT = cfg.pe_rows, cfg.pe_cols, cfg.wbuf_tiles, cfg.pb_tiles
         RW = R // V
         T = R * V
+        A, TB = cfg.dram_addr_bits, cfg.tile_id_bits      # DRAM byte addresses, tile ids
+        wbase = Signal(A)
+        m.d.comb += wbase.eq(self.weight_base)
         m.submodules.res = res = ResidencyCheck(cfg)
         SB = len(res.slot)
 
@@ -141,25 +148,25 @@ class WeightFetch(wiring.Component):
 
         g = Signal(10)
         h = Signal()
-        gbase, rowb, colb = Signal(24), Signal(24), Signal(24)
+        gbase, rowb, colb = Signal(TB), Signal(TB), Signal(TB)
         ky, kx = Signal(8), Signal(8)
         c = Signal(16)
         gen_done = Signal()
-        run_start = Signal(24)
+        run_start = Signal(TB)
         run_len = Signal(16)
         max_run = 65535 // R
         tloc = Signal(range(WT + 1))
         row = Signal(range(R))
         beats = Signal(16)
-        paddr = Signal(32)
+        paddr = Signal(A)
         pk = Signal(8)
         # PB -> weight buffer copy (the write lands the cycle after the hit was taken)
         cp_v = Signal()
         cp_dst = Signal(range(2 * WT))
         m.d.sync += cp_v.eq(0)
         # LOADSG
-        sg_rem = Signal(25)
-        sg_daddr = Signal(32)
+        sg_rem = Signal(range(max(2, PBT + 1)))     # n_tiles <= pb_tiles (checked by the sequencer)
+        sg_daddr = Signal(A)
         sg_slot = Signal(SB)
         sg_chunk = Signal(16)
         m.d.comb += sg_chunk.eq(Mux(sg_rem > max_run, max_run, sg_rem))
@@ -167,12 +174,15 @@ class WeightFetch(wiring.Component):
         with m.If(self.release):
             m.d.sync += self.full.bit_select(self.release_half, 1).eq(0)
 
-        cur = colb + c
+        cur = Signal(TB)
+        m.d.comb += cur.eq(colb + c)
+        daddr = Signal(A)
+        m.d.comb += daddr.eq(wbase + run_start * T)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start & is_sg):
                     m.d.sync += [sg_rem.eq(fs["n_tiles"]), sg_slot.eq(fs["pb_slot"]), row.eq(0),
-                                 sg_daddr.eq(self.weight_base + fs["tile_lo"] * T)]
+                                 sg_daddr.eq(wbase + fs["tile_lo"] * T)]
                     m.next = "SG_ISSUE"
                 with m.Elif(self.start):
                     m.d.sync += [g.eq(0), h.eq(0), gbase.eq(f["tile_base"]), paddr.eq(f["param_addr"]),
@@ -192,7 +202,7 @@ class WeightFetch(wiring.Component):
                         m.next = "ISSUE"
                     with m.Else():
                         m.next = "PCMD"
-                with m.Elif((run_len != 0) & (res.hit | (cur != run_start + run_len) | (run_len == max_run))):
+                with m.Elif((run_len != 0) & (res.hit | (cur != (run_start + run_len)[:TB]) | (run_len == max_run))):
                     m.next = "ISSUE"
                 with m.Else():
                     # take this tile: a hit is copied from the PB now, a miss joins the DRAM run
@@ -218,7 +228,7 @@ class WeightFetch(wiring.Component):
                                 m.d.sync += gen_done.eq(1)
             with m.State("ISSUE"):
                 m.d.comb += [self.rd_cmd.valid.eq(1),
-                             self.rd_cmd.addr.eq(self.weight_base + run_start * T),
+                             self.rd_cmd.addr.eq(daddr),
                              self.rd_cmd.len.eq(run_len * R)]
                 with m.If(self.rd_cmd.ready):
                     m.d.sync += beats.eq(run_len * R)

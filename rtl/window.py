@@ -32,13 +32,15 @@ class WindowSignature(wiring.Signature):
         return "WindowSignature()"
 
 
-#: setup products by shift-and-add (LUTs) instead of multipliers (DSPs)
+#: every setup product by shift-and-add (LUTs) instead of multipliers (DSPs); products with a
+#: factor of at most NARROW_BITS bits (sh, sw, pad_top, pad_left) always are
 SHIFT_ADD = False
+NARROW_BITS = 4
 
 
 def _mul16(a, b):
-    """(a * b) mod 2**16; shift-and-add when SHIFT_ADD (``b`` is a narrow unsigned value)."""
-    if not SHIFT_ADD:
+    """(a * b) mod 2**16; shift-and-add when SHIFT_ADD or ``b`` (unsigned) is narrow."""
+    if not SHIFT_ADD and len(b) > NARROW_BITS:
         return (a * b)[:16]
     terms = [Mux(b[i], (a << i)[:16], 0) for i in range(len(b))]
     acc = terms[0]

@@ -35,6 +35,13 @@ class AccelConfig:
     pb_tiles: int = 0              # Persistent Buffer capacity in tiles (SubGraph Stationary)
     res_ranges: int = 8            # entries of the tile residency table
     clock_mhz: float = 100.0
+    #: width of the DRAM byte addresses the hardware computes (CSR bases, DMA, instruction fetch,
+    #: weight/record/LUT addresses) and, from it, of the tile ids; programs must keep their DRAM
+    #: image below 2**dram_addr_bits (a board's memory: iCEBreaker 128 KiB -> 17)
+    dram_addr_bits: int = 32
+    #: the performance counters besides CYCLES (W_RD_BYTES .. MAC_CYCLES); without them those
+    #: CSRs read 0 (area on small FPGAs)
+    perf_counters: bool = True
 
     def __post_init__(self):
         def pos(name):
@@ -55,6 +62,11 @@ class AccelConfig:
             raise ConfigError(f"'res_ranges' must be at most 256 (LOADSG.entry is 8 bits), not {self.res_ranges}")
         if self.act_buf_words > 1 << 16:
             raise ConfigError(f"'act_buf_words' must be at most 65536 (16-bit buffer addresses), not {self.act_buf_words}")
+        if (not isinstance(self.dram_addr_bits, int) or isinstance(self.dram_addr_bits, bool)
+                or not 12 <= self.dram_addr_bits <= 32):
+            raise ConfigError(f"'dram_addr_bits' must be an integer in 12..32, not {self.dram_addr_bits!r}")
+        if not isinstance(self.perf_counters, bool):
+            raise ConfigError(f"'perf_counters' must be true or false, not {self.perf_counters!r}")
         if not isinstance(self.clock_mhz, (int, float)) or self.clock_mhz <= 0:
             raise ConfigError(f"'clock_mhz' must be a positive number, not {self.clock_mhz!r}")
 
@@ -83,6 +95,12 @@ class AccelConfig:
     @property
     def pb_bytes(self) -> int:
         return self.pb_tiles * self.tile_bytes
+
+    @property
+    def tile_id_bits(self) -> int:
+        """Width of the tile ids the weight fetcher computes: 24 (the ISA's) or fewer when every
+        tile of a 2**dram_addr_bits DRAM has a smaller id."""
+        return max(1, min(24, self.dram_addr_bits - (self.tile_bytes.bit_length() - 1)))
 
     def derived(self) -> dict:
         return {
@@ -122,7 +140,8 @@ PRESETS: dict[str, AccelConfig] = {
     "ulx3s": AccelConfig(name="ulx3s", pe_rows=8, pe_cols=8, act_buf_words=4096, wbuf_tiles=256,
                          pb_tiles=256, res_ranges=8, clock_mhz=100.0),
     "icebreaker": AccelConfig(name="icebreaker", pe_rows=2, pe_cols=2, act_buf_words=2048,
-                              wbuf_tiles=64, pb_tiles=32, res_ranges=2, clock_mhz=30.0),
+                              wbuf_tiles=64, pb_tiles=32, res_ranges=2, clock_mhz=30.0,
+                              dram_addr_bits=17, perf_counters=False),
 }
 
 

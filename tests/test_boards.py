@@ -120,3 +120,39 @@ def test_icebreaker_bitstream_reports_what_overflows(tmp_path):
         assert rep["fits"] is False and rep["utilization"]["lcs"]["used"] > 5280
     else:
         assert rep["bitstream"]
+
+
+def test_small_board_config_fields():
+    """dram_addr_bits / perf_counters (docs/boards.md): the iCEBreaker preset narrows its DRAM
+    addresses to its 128 KiB and keeps only CYCLES; the defaults keep the full ISA widths."""
+    from dataclasses import replace
+    from rtl.csr import CSR_MAP, CsrBlock
+    from sushi.config import AccelConfig, ConfigError
+    assert AccelConfig().dram_addr_bits == 32 and AccelConfig().perf_counters is True
+    ib = PRESETS["icebreaker"]
+    assert ib.dram_addr_bits == 17 and ib.perf_counters is False and ib.tile_id_bits == 15
+    assert PRESETS["ulx3s"].tile_id_bits == 24
+    for bad in (11, 33, True, "17"):
+        with pytest.raises(ConfigError, match="dram_addr_bits"):
+            replace(ib, dram_addr_bits=bad)
+    with pytest.raises(ConfigError, match="perf_counters"):
+        replace(ib, perf_counters=1)
+    dut = CsrBlock(ib)
+
+    async def bench(ctx):
+        ctx.set(dut.bus.addr, CSR_MAP["PROG_BASE"]); ctx.set(dut.bus.wdata, 0xFFFF_FFFF)
+        ctx.set(dut.bus.we, 1)
+        await ctx.tick()
+        ctx.set(dut.bus.we, 0)
+        assert ctx.get(dut.bus.rdata) == (1 << 17) - 1
+        ctx.set(dut.inc_cycles, 1); ctx.set(dut.inc_mac, 1); ctx.set(dut.inc_w_rd, 1)
+        for _ in range(3):
+            await ctx.tick()
+        for name, want in (("CYCLES", 3), ("MAC_CYCLES", 0), ("W_RD_BYTES", 0)):
+            ctx.set(dut.bus.addr, CSR_MAP[name])
+            assert ctx.get(dut.bus.rdata) == want, name
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()

@@ -49,11 +49,12 @@ def test_postproc_matches_requant(cfg):
     dut = Postproc(cfg)
     rng = random.Random(1)
     beats = []
-    for _ in range(150):
+    for _ in range(400):
         acc = [rng.randint(-2**31, 2**31 - 1) if rng.random() < .3 else rng.randint(-9000, 9000) for _ in range(V)]
         bias = [rng.randint(-2**31, 2**31 - 1) if rng.random() < .1 else rng.randint(-3000, 3000) for _ in range(V)]
         mult = [rng.randint(0, 65535) for _ in range(V)]
-        sh = [rng.choice([0, 1, 2, 7, 15, 16, 24, 31, 40, 63]) for _ in range(V)]
+        sh = [rng.choice([0, 1, 2, 7, 15, 16, 24, 31, 40, 63]) if rng.random() < .5 else rng.randint(0, 63)
+              for _ in range(V)]
         lo, hi = rng.choice([(-128, 127), (0, 127), (0, 48), (-5, 5)])
         beats.append((acc, bias, mult, sh, lo, hi))
     exp = []
