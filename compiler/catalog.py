@@ -8,11 +8,22 @@ that query is the sum of ``fetches[s][t]`` over the resident tiles it uses (exac
 Candidates: the intersection of all SubNets; intersections of size clusters (SubNets sorted by
 their tile count, split into 2, 3 and 4 groups); popularity cores (tiles used by >= f of the
 SubNets, f in 1/4, 1/2, 3/4); and every SubNet's own tile set.  Each candidate is fitted to the
-hardware: (1) to at most ``pb_tiles`` tiles, keeping tiles in order of value (DRAM bytes saved
-over all SubNets), (2) to at most ``res_ranges`` runs of contiguous ids: while there are too many
-runs, merge the two runs with the smallest gap when the gap tiles still fit the PB (the gap
-tiles ride along), else drop the run of least value.  The fitted candidates are deduplicated and
-ranked by DRAM bytes saved per query (mean over SubNets) per PB byte.
+hardware in two ways:
+
+* **merged** (``fit = "merge"``): (1) to at most ``pb_tiles`` tiles, keeping tiles in order of value
+  (DRAM bytes saved over all SubNets), (2) to at most ``res_ranges`` runs of contiguous ids: while
+  there are too many runs, merge the two runs with the smallest gap when the gap tiles still fit
+  the PB (the gap tiles ride along), else drop the run of least value.  Gap tiles break containment:
+  a SubNet that does not use them no longer *contains* the SubGraph.
+* **exact** (``fit = "exact"``, only when the candidate needs more than ``res_ranges`` runs or
+  tiles): a subset of the candidate's own runs, never a gap tile, so every SubNet that contains the
+  candidate contains the SubGraph.  Runs are taken greedily by value (DRAM bytes saved over the
+  SubNets, per table entry), at most ``res_ranges`` of them, the last one cut to the PB's room.
+
+The fitted candidates are deduplicated and ranked by ``score`` = DRAM bytes saved per query summed
+over the SubNets that **contain** the SubGraph, per PB byte (a contained query hits on every
+resident tile; the other SubNets' partial savings are kept in ``per_subnet`` and
+``score_all`` = their mean saving per PB byte).
 """
 from __future__ import annotations
 
@@ -86,6 +97,30 @@ def _fit(tiles, value, cfg):
     return [tuple(r) for r in runs], notes, need, dropped
 
 
+def _fit_exact(tiles, value, cfg):
+    """-> (runs, notes, need, dropped): a subset of the candidate's runs (no gap tiles), greedily by
+    value, at most res_ranges runs and pb_tiles tiles (the last run cut to fit)."""
+    runs = runs_of(tiles)
+    need = len(runs)
+    vals = [(sum(value.get(t, 0) for t in range(lo, lo + n)), lo, n) for lo, n in runs]
+    vals.sort(key=lambda v: (-v[0], v[1]))
+    out, room = [], cfg.pb_tiles
+    for v, lo, n in vals:
+        if len(out) >= cfg.res_ranges or room <= 0:
+            break
+        if n > room:
+            # keep the most valuable contiguous window of `room` tiles of this run
+            pv = np.cumsum([0] + [value.get(t, 0) for t in range(lo, lo + n)])
+            w = int(np.argmax(pv[room:] - pv[:-room]))
+            lo, n = lo + w, room
+        out.append((lo, n))
+        room -= n
+    out.sort()
+    dropped = need - len(out)
+    notes = [f"exact fit: {len(out)} of {need} runs, no gap tiles"] if dropped or len(out) != need else []
+    return out, notes, need, dropped
+
+
 def build_catalog(fetches: dict, cfg, n_shared_tiles: int, max_subgraphs: int = 8) -> dict:
     """fetches {subnet: {tile id: fetches per query}} -> catalog dict (catalog.json)."""
     T = cfg.tile_bytes
@@ -125,8 +160,13 @@ def build_catalog(fetches: dict, cfg, n_shared_tiles: int, max_subgraphs: int = 
         add(f"subnet {s}", [s], sets[s])
 
     seen, fitted = set(), []
-    for kind, members, tiles in cands:
-        runs, notes, need, dropped = _fit(tiles, value, cfg)
+    for (kind, members, tiles), how in [(c, h) for c in cands for h in ("merge", "exact")]:
+        if how == "merge":
+            runs, notes, need, dropped = _fit(tiles, value, cfg)
+        else:
+            if len(tiles) <= cfg.pb_tiles and len(runs_of(tiles)) <= cfg.res_ranges:
+                continue            # fits as it is: the merged fit is the candidate itself
+            runs, notes, need, dropped = _fit_exact(tiles, value, cfg)
         if not runs:
             continue
         key = tuple(runs)
@@ -146,18 +186,27 @@ def build_catalog(fetches: dict, cfg, n_shared_tiles: int, max_subgraphs: int = 
             saved_total += hits * T
         contains = [s for s in names if ids <= sets[s]]
         nbytes = len(ids) * T
-        score = saved_total / len(names) / nbytes
-        fitted.append(dict(kind=kind, tiles=len(ids), bytes=nbytes, runs=[list(r) for r in runs],
+        score = sum(per[s]["dram_bytes_saved"] for s in contains) / nbytes
+        fitted.append(dict(kind=kind, fit=how, tiles=len(ids), bytes=nbytes, runs=[list(r) for r in runs],
                            runs_needed=need, runs_dropped=dropped, notes=notes, subnets=contains,
                            candidate_members=members, per_subnet=per,
                            saved_bytes_per_query=round(saved_total / len(names), 1),
-                           score=round(score, 6)))
-    fitted.sort(key=lambda c: (-c["score"], c["bytes"]))
+                           score=round(score, 6), score_all=round(saved_total / len(names) / nbytes, 6)))
+    fitted.sort(key=lambda c: (-c["score"], -c["score_all"], c["bytes"]))
     # always keep the intersection of all SubNets if it survived fitting
     chosen = fitted[:max_subgraphs]
     inter_c = [c for c in fitted if c["kind"] == "intersection(all)"]
     if inter_c and inter_c[0] not in chosen:
         chosen = chosen[:max_subgraphs - 1] + inter_c
+    # and, for every SubNet, the SubGraph that saves it the most among those it contains (the
+    # scheduler's pick for a stream of that SubNet), even if that makes the catalog longer
+    for s in names:
+        mine = [c for c in fitted if s in c["subnets"]]
+        if mine:
+            b = max(mine, key=lambda c: (c["per_subnet"][s]["dram_bytes_saved"], c["score"]))
+            if not any(b is c for c in chosen):
+                chosen.append(b)
+    chosen.sort(key=lambda c: (-c["score"], -c["score_all"], c["bytes"]))
     for i, c in enumerate(chosen):
         c["id"] = f"sg{i}"
     cat["subgraphs"] = [dict(id=c.pop("id"), **c) for c in chosen]

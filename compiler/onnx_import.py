@@ -876,6 +876,9 @@ def import_onnx(model: onnx.ModelProto) -> Graph:
         raise CompileError(f"graph input '{vi.name}': spatial size {H}x{W} is not supported (at most 1023)")
     ctx.tensors[vi.name] = Tensor(vi.name, (C, H, W), (1, C, H, W))
     for i, node in enumerate(g.node):
+        if not isinstance(node.name, str) or not all(isinstance(x, str) for x in (*node.input, *node.output)):
+            # a corrupted protobuf string field (invalid UTF-8) decodes to bytes
+            raise CompileError(f"node {i} ({node.op_type}): a name is not valid UTF-8 (corrupted model?)")
         if not node.name:
             node.name = f"{node.op_type}_{i}"
         ctx.cur = node
