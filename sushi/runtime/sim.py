@@ -48,14 +48,14 @@ class SimSoC:
         from amaranth.back import verilog
         from boards.soc import SOC_NAME, SushiSoC
         from sim.dram_model import mem_verilog
-        from sim.rtl import _ensure_verilator_on_path, _runner, cached_verilator_build
+        from sim.rtl import _ensure_verilator_on_path, _runner, cached_verilator_build, toolchain_key
         _ensure_verilator_on_path()
         soc = SushiSoC(self.cfg, ram="generic", mem_bytes=self.mem_bytes, link="stream",
                        timeout_cycles=self.timeout_cycles)
         texts = {f"{SOC_NAME}.v": verilog.convert(soc, name=SOC_NAME, emit_src=False),
                  "sushi_dram_mem.v": mem_verilog(),
                  "public.vlt": '`verilator_config\npublic_flat_rw -module "sushi_soc" -var "*"\n'}
-        h = hashlib.sha256(f"soc v{SOC_HARNESS_VERSION}".encode())
+        h = hashlib.sha256(f"soc v{SOC_HARNESS_VERSION} {toolchain_key()}".encode())
         for name in sorted(texts):
             h.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
         bdir = self.cache_dir / f"soc-{self.cfg.name}-{h.hexdigest()[:16]}"
