@@ -9,17 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from sushi.config import AccelConfig, ConfigError, load_config
 
 from .output import publish, staging_dir
 from .errors import CompileError
-from .ir import Graph
 from .lower import legalize, lower
 from .onnx_import import import_onnx, load_model, ops_markdown, supported_ops
 from .passes import optimize
-from .quantize import calibrate, default_calibration, load_calibration, quantize
+from .quantize import calibrate, calibration_samples, quantize
 
 __all__ = ["compile_onnx", "compile_graph", "CompileError", "supported_ops", "ops_markdown", "FORMAT",
            "FORMAT_VERSION"]
@@ -47,22 +45,6 @@ class _Progress:
             print(f"[sushi.compile {time.perf_counter() - self.t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
 
 
-def _samples(calib, g: Graph, prog: _Progress):
-    chw = g.tensors[g.input].chw
-    if calib is None:
-        x = default_calibration(chw)
-        return x, {"source": "random", "seed": 0, "samples": len(x)}
-    if isinstance(calib, np.ndarray):
-        x = np.asarray(calib, np.float32)
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(chw):
-            raise CompileError(f"calibration array has shape {list(x.shape)}, expected N x {' x '.join(map(str, chw))}")
-        return x, {"source": "array", "samples": len(x)}
-    x = load_calibration(calib, g.input_name, chw)
-    return x, {"source": str(calib), "samples": len(x)}
-
-
 def compile_graph(model, cfg: AccelConfig, calib=None, progress: bool = False):
     """ModelProto -> (graph, Lowered, info) without writing files."""
     prog = progress if isinstance(progress, _Progress) else _Progress(progress)
@@ -71,7 +53,7 @@ def compile_graph(model, cfg: AccelConfig, calib=None, progress: bool = False):
     stats = optimize(g)
     stats.update(legalize(g, cfg))
     prog.step("optimize", ", ".join(f"{k} x{v}" for k, v in stats.items() if v) or "nothing to do")
-    x, cinfo = _samples(calib, g, prog)
+    x, cinfo = calibration_samples(calib, g.tensors[g.input].chw, g.input_name)
     scales = calibrate(g, x)
     prog.step("calibrate", f"{len(x)} sample(s) from {cinfo['source']}")
     quantize(g, scales)

@@ -13,7 +13,7 @@ from sushi.isa import requant
 from .errors import CompileError
 from .ir import NO_ACT, Graph, _windows, ew_eval, run_float
 
-__all__ = ["lut_table", "lut_bytes", "CalibrationWarning", "load_calibration", "default_calibration", "calibrate", "quantize", "mult_shift",
+__all__ = ["lut_table", "lut_bytes", "CalibrationWarning", "load_calibration", "default_calibration", "calibration_samples", "calibrate", "quantize", "mult_shift",
            "mult_shift_shared", "quantize_tensor", "run_int", "clamp_bounds"]
 
 MULT_MAX = (1 << 16) - 1
@@ -54,6 +54,23 @@ def default_calibration(chw, n=None, seed=0, warn=True) -> np.ndarray:
         warnings.warn(f"no calibration data given; calibrating on {n} fixed-seed random input(s) "
                       f"(accuracy may suffer: pass calib=FILE.npz)", CalibrationWarning, stacklevel=3)
     return np.random.default_rng(seed).standard_normal((n, *chw)).astype(np.float32)
+
+
+def calibration_samples(calib, chw, input_name: str, warn: bool = True):
+    """Calibration inputs -> (N x C x H x W float32, info): ``calib`` is None (fixed-seed random
+    inputs, with a CalibrationWarning when ``warn``), an array, or an .npz path."""
+    if calib is None:
+        x = default_calibration(chw, warn=warn)
+        return x, {"source": "random", "seed": 0, "samples": len(x)}
+    if isinstance(calib, np.ndarray):
+        x = np.asarray(calib, np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(chw):
+            raise CompileError(f"calibration array has shape {list(x.shape)}, expected N x {' x '.join(map(str, chw))}")
+        return x, {"source": "array", "samples": len(x)}
+    x = load_calibration(calib, input_name, chw)
+    return x, {"source": str(calib), "samples": len(x)}
 
 
 def calibrate(g: Graph, samples: np.ndarray, chunk: int = 8) -> dict:

@@ -28,7 +28,7 @@ from .errors import CompileError
 from .lower import _align, _cdiv, channel_words, legalize, lower, pack_dense_tiles, pack_dw_tiles
 from .onnx_import import import_onnx, load_model
 from .passes import optimize
-from .quantize import _ratio, calibrate, default_calibration, load_calibration, mult_shift, quantize
+from .quantize import calibration_samples, _ratio, calibrate, mult_shift, quantize
 from .share import match_subnet, zero_padded_tensors
 
 __all__ = ["compile_supernet", "SupernetPlan", "plan_supernet", "verify_steps", "verify_subnet", "run_steps_golden",
@@ -46,23 +46,6 @@ class _Log:
     def __call__(self, msg):
         if self.on:
             print(f"[sushi.compile-supernet {time.perf_counter() - self.t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def _calib_samples(calib, chw, input_name):
-    if calib is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            x = default_calibration(chw, warn=False)
-        return x, {"source": "random", "seed": 0, "samples": len(x)}
-    if isinstance(calib, np.ndarray):
-        x = np.asarray(calib, np.float32)
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(chw):
-            raise CompileError(f"calibration array has shape {list(x.shape)}, expected N x {' x '.join(map(str, chw))}")
-        return x, {"source": "array", "samples": len(x)}
-    x = load_calibration(calib, input_name, chw)
-    return x, {"source": str(calib), "samples": len(x)}
 
 
 def _graph(path, cfg, what):
@@ -208,7 +191,7 @@ def plan_supernet(supernet_onnx, manifest_path, cfg, calib=None, progress=False)
     plan.cfg, plan.manifest = cfg, man
     smodel, sg = _graph(sp, cfg, f"SuperNet {sp}")
     chw = sg.tensors[sg.input].chw
-    x, cinfo = _calib_samples(calib, chw, sg.input_name)
+    x, cinfo = calibration_samples(calib, chw, sg.input_name, warn=False)
     if calib is None:
         warnings.warn("no calibration data given; calibrating every SubNet on fixed-seed random inputs "
                       "(accuracy may suffer: pass calib=FILE.npz)", UserWarning, stacklevel=2)

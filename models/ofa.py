@@ -188,6 +188,18 @@ class _SuperNet(nn.Module):
     """Common SuperNet API."""
     resolution = 224
 
+    def _finish_init(self, seed, state_dict, bn_stats: str, resolution: int) -> None:
+        """Weights (seeded random or a state_dict), eval mode, the largest SubNet active, and BN
+        running statistics re-estimated on seeded random images unless weights were supplied."""
+        if seed is not None:
+            _init_random(self, seed)
+        if state_dict is not None:
+            self.load_state_dict(state_dict)
+        self.eval()
+        self.set_active(self.largest_choice())
+        if state_dict is None and seed is not None and bn_stats == "data":
+            calibrate_bn(self.active_subnet(), random_images(4 if resolution <= 128 else 2, resolution, seed + 1))
+
     def elastic_space(self) -> dict:
         raise NotImplementedError
 
@@ -346,14 +358,7 @@ class OFAResNet50(_SuperNet):
             self.stage_blocks.append(idx)
         self.blocks = nn.ModuleList(blocks)
         self.classifier = nn.Linear(cin, num_classes)
-        if seed is not None:
-            _init_random(self, seed)
-        if state_dict is not None:
-            self.load_state_dict(state_dict)
-        self.eval()
-        self.set_active(self.largest_choice())
-        if state_dict is None and seed is not None and bn_stats == "data":
-            calibrate_bn(self.active_subnet(), random_images(4 if resolution <= 128 else 2, resolution, seed + 1))
+        self._finish_init(seed, state_dict, bn_stats, resolution)
 
     # ---- the space
     @property
@@ -535,14 +540,7 @@ class OFAMobileNetV3(_SuperNet):
         self.final_expand_layer = ConvBNAct(cin, bw[7], 1, 1, "h_swish", act_impl)
         self.feature_mix_layer = ConvBNAct(bw[7], bw[8], 1, 1, "h_swish", act_impl, bn=False)
         self.classifier = nn.Linear(bw[8], num_classes)
-        if seed is not None:
-            _init_random(self, seed)
-        if state_dict is not None:
-            self.load_state_dict(state_dict)
-        self.eval()
-        self.set_active(self.largest_choice())
-        if state_dict is None and seed is not None and bn_stats == "data":
-            calibrate_bn(self.active_subnet(), random_images(4 if resolution <= 128 else 2, resolution, seed + 1))
+        self._finish_init(seed, state_dict, bn_stats, resolution)
 
     @property
     def n_blocks(self) -> int:
