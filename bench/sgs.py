@@ -10,9 +10,8 @@ ISA's 65536 words), so its bigger activation buffer can cut row-band weight re-f
 (a) OFA-ResNet50 SubNets at 224x224 (random weights) compiled as one SuperNet build
     (``compile_supernet``) for a 16x8 array; the cycle-exact performance model (sim/perf.py) at
     several DRAM bandwidths (memory-bound 1-2 B/cycle .. full) and several PB sizes; the SubGraphs
-    of every PB size are the compiler's catalog (compiler/catalog.py) fitted to that size and to
-    the residency table (``res_ranges`` = 256, the ISA v3 maximum (LOADSG.entry is 8 bits); 16, the
-    ISA v2 maximum; and a what-if with an unlimited table).
+    of every PB size are the compiler's catalog (compiler/catalog.py) of SuperNet layer boxes
+    fitted to that size (ISA v4: one residency entry per layer box, ``res_entries`` = 256).
 (b) the digits SuperNet on the Verilator RTL (8x8-pb): a handful of SubNets x {none, each SubGraph
     that covers them}: RTL cycles, the RTL's DRAM weight-byte counters, and the model's error.
 
@@ -42,11 +41,11 @@ TARGET_WEIGHT_ENERGY = 0.80    # >= 80 % less off-chip weight energy
 ACT_BUF_MAX = 1 << 16          # 16-bit activation-buffer addresses
 DRAM_LATENCY = 20              # RtlSim's default read latency (cycles)
 
-R50_CFG = dict(name="r50-pb", pe_rows=16, pe_cols=8, act_buf_words=16384, wbuf_tiles=1024, res_ranges=256,
+R50_CFG = dict(name="r50-pb", pe_rows=16, pe_cols=8, act_buf_words=16384, wbuf_tiles=1024, res_entries=256,
                clock_mhz=100.0)
-# residency tables evaluated: (res_ranges, label); "isa" = the ISA v3 maximum (the targets' table)
-R50_TABLES = ((256, "isa"), (16, "rr16"), (1 << 20, "unlimited"))
-R50_PB = (2048, 8192, 32768, 65536)          # tiles of 128 B: 256 KiB .. 8 MiB (pb_slot is 16 bits)
+# residency tables evaluated: (res_entries, label); "isa" = the ISA v4 maximum (SETRES.key is 8 bits)
+R50_TABLES = ((256, "isa"),)
+R50_PB = (2048, 8192, 32768, 65536, 131072, 262144)   # tiles of 128 B: 256 KiB .. 32 MiB
 R50_PB_QUICK = (8192, 65536)
 R50_BW = (1, 2, 4, None)                     # bytes/cycle; None = full (one 8-B beat per cycle each way)
 R50_BW_QUICK = (1, None)
@@ -67,22 +66,32 @@ def _baseline_cfg(cfg):
     return replace(cfg, name=f"{cfg.name}-nopb", pb_tiles=0, act_buf_words=min(ACT_BUF_MAX, want)), want
 
 
+def _box_uses(build) -> dict:
+    """{subnet: {residency key: {rows, c, bands}}} from the build's layer records (as the compiler)."""
+    from compiler.supernet import _box_use
+    return {n: _box_use(SimpleNamespace(layers=build.program(n)["layers"])) for n in build.program_names}
+
+
+def _geoms(build) -> dict:
+    return {int(k): v for k, v in build.manifest.get("residency_keys", {}).items()}
+
+
 def _fetches(build) -> dict:
     """{subnet: {tile id: fetches per query}} from the build's layer records (as the compiler counts)."""
     from compiler.supernet import _tile_fetches
     return {n: _tile_fetches(SimpleNamespace(layers=build.program(n)["layers"])) for n in build.program_names}
 
 
-def _catalog(fetches, cfg, n_super, pb_tiles, res_ranges, max_subgraphs=8):
+def _catalog(uses, geoms, cfg, n_super, pb_tiles, res_entries, max_subgraphs=8):
     from compiler.catalog import build_catalog
-    # the catalog reads tile_bytes, pb_tiles and res_ranges only; a what-if table larger than the
-    # ISA's 256 entries is not a valid AccelConfig, so it gets a plain namespace
-    c = SimpleNamespace(tile_bytes=cfg.tile_bytes, pb_tiles=pb_tiles, res_ranges=res_ranges)
-    return build_catalog(fetches, c, n_super, max_subgraphs=max_subgraphs)
+    # the catalog reads tile_bytes, pb_tiles and res_entries only
+    c = SimpleNamespace(tile_bytes=cfg.tile_bytes, pb_tiles=pb_tiles, res_entries=res_entries)
+    return build_catalog(uses, geoms, c, n_super, max_subgraphs=max_subgraphs)
 
 
-def _ids(runs) -> frozenset:
-    return frozenset(t for lo, n in runs for t in range(lo, lo + n))
+def _resid(sg) -> dict:
+    from compiler.catalog import residency_of
+    return residency_of(sg)
 
 
 class _Model:
@@ -98,9 +107,7 @@ class _Model:
         if k in self.cache:
             return self.cache[k]
         t = time.perf_counter()
-        # resident tile sets are exact (a set lookup per tile is the residency-table hit rule);
-        # a one-entry table keeps the model from scanning empty entries per tile
-        r = predict(instrs, replace(cfg, res_ranges=1), DramTiming(DRAM_LATENCY, bw), resident=resident)
+        r = predict(instrs, cfg, DramTiming(DRAM_LATENCY, bw), resident=resident)
         e = energy(r)
         out = {"cycles": int(r["cycles"]), "latency_ms": r["cycles"] / (cfg.clock_mhz * 1e3),
                "w_rd_bytes": int(r["w_rd_bytes"]), "act_rd_bytes": int(r["act_rd_bytes"]),
@@ -160,6 +167,7 @@ def _r50(work: Path, quick: bool, bandwidths, pb_sizes, log) -> dict:
     img, _, _ = b.dram_image()
     progs = {n: decode_program(img, int(b.program(n)["base"])) for n in b.program_names}
     fetches = _fetches(b)
+    uses, geoms = _box_uses(b), _geoms(b)
     n_super = int(b.manifest["supernet"]["tiles"])
     T = cfg.tile_bytes
     share = json.loads((b.dir / "share.json").read_text())
@@ -181,7 +189,7 @@ def _r50(work: Path, quick: bool, bandwidths, pb_sizes, log) -> dict:
     m = _Model(log)
     res = {"config": cfg.to_json(), "subnets": subnets, "bandwidths": [_bw_key(bw) for bw in bandwidths],
            "pb_sizes": list(pb_sizes), "dram_latency": DRAM_LATENCY, "pb_runs": [], "curve": [],
-           "res_ranges_isa_max": 256}
+           "res_entries_isa_max": 256}
     res["intersection_all_tiles"] = len(set.intersection(*(set(f) for f in fetches.values())))
 
     def none_of(n, bw):
@@ -196,14 +204,14 @@ def _r50(work: Path, quick: bool, bandwidths, pb_sizes, log) -> dict:
         for rr, label in R50_TABLES:
             if quick and label == "unlimited" and pb != max(pb_sizes):
                 continue
-            cat = _catalog(fetches, cfg, n_super, pb, rr)
+            cat = _catalog(uses, geoms, cfg, n_super, pb, rr)
             sgs = {}
             for c in cat["subgraphs"]:
-                sgs[c["id"]] = {"kind": c["kind"], "tiles": c["tiles"], "bytes": c["bytes"], "n_runs": len(c["runs"]),
-                                "runs_needed": c["runs_needed"], "runs_dropped": c["runs_dropped"],
-                                "subnets": c["subnets"], "notes": c["notes"],
+                sgs[c["id"]] = {"kind": c["kind"], "tiles": c["tiles"], "bytes": c["bytes"], "n_boxes": len(c["boxes"]),
+                                "keys_needed": c["keys_needed"], "keys_dropped": c["keys_dropped"],
+                                "loadsg_runs": c["loadsg_runs"], "subnets": c["subnets"], "notes": c["notes"],
                                 "saved_bytes": {s: v["dram_bytes_saved"] for s, v in c["per_subnet"].items()}}
-            ids = {c["id"]: _ids(c["runs"]) for c in cat["subgraphs"]}
+            ids = {c["id"]: _resid(c) for c in cat["subgraphs"]}
             # per SubNet: the SubGraph that contains it and saves it the most (the scheduler's pick
             # for a stream of that SubNet), plus the catalog's top SubGraph for all SubNets
             best = {}
@@ -212,12 +220,11 @@ def _r50(work: Path, quick: bool, bandwidths, pb_sizes, log) -> dict:
                 if cands:
                     best[n] = max(cands, key=lambda c: c["per_subnet"][n]["dram_bytes_saved"])["id"]
             top = cat["subgraphs"][0]["id"] if cat["subgraphs"] else None
-            run = {"pb_tiles": pb, "pb_bytes": pb * T, "res_ranges": rr, "table": label,
+            run = {"pb_tiles": pb, "pb_bytes": pb * T, "res_entries": rr, "table": label,
                    "baseline": {"act_buf_words": bc.act_buf_words, "act_buf_words_wanted": want,
                                 "capped": want > ACT_BUF_MAX,
                                 "extra_act_bytes": (bc.act_buf_words - cfg.act_buf_words) * cfg.pe_cols},
-                   "catalog": {"binding": cat["binding"], "notes": cat["notes"],
-                               "suggested_res_ranges": cat.get("suggested_res_ranges")},
+                   "catalog": {"binding": cat["binding"], "notes": cat["notes"], "keys": cat["keys"]},
                    "subgraphs": sgs, "best_containing": best, "top": top, "bandwidths": {}}
             for bw in bandwidths:
                 q = {}
@@ -234,7 +241,7 @@ def _r50(work: Path, quick: bool, bandwidths, pb_sizes, log) -> dict:
                 run["bandwidths"][_bw_key(bw)] = q
                 # the curve point: queries whose SubNet contains its best SubGraph
                 g = [q[n]["subgraphs"][best[n]]["vs_baseline"] for n in best]
-                pt = {"pb_tiles": pb, "pb_bytes": pb * T, "table": label, "res_ranges": rr, "bandwidth": _bw_key(bw),
+                pt = {"pb_tiles": pb, "pb_bytes": pb * T, "table": label, "res_entries": rr, "bandwidth": _bw_key(bw),
                       "n_subnets_covered": len(best), "n_subnets": len(b.program_names),
                       "per_subnet": {n: {"subgraph": best[n], **q[n]["subgraphs"][best[n]]["vs_baseline"]} for n in best}}
                 for k in ("latency_reduction", "weight_energy_reduction", "offchip_energy_reduction"):
@@ -256,7 +263,7 @@ def _r50(work: Path, quick: bool, bandwidths, pb_sizes, log) -> dict:
                 pt["baseline_vs_none_latency"] = float(np.mean([1 - base_of(n, pb, bw)["latency_ms"] / none_of(n, bw)["latency_ms"]
                                                                 for n in b.program_names]))
                 res["curve"].append(pt)
-                log(f"[r50] PB {pb * T / 2**20:5.2f} MiB res_ranges {label:9s} bw {_bw_key(bw):>4s}: "
+                log(f"[r50] PB {pb * T / 2**20:5.2f} MiB res_entries {label:9s} bw {_bw_key(bw):>4s}: "
                     f"{len(best)}/{len(b.program_names)} SubNets covered, latency -{100 * pt['latency_reduction']['mean']:.1f} % "
                     f"(max {100 * pt['latency_reduction']['max']:.1f}), weight energy -{100 * pt['weight_energy_reduction']['mean']:.1f} %; best-any: latency -{100 * pt['any_subgraph']['latency_reduction']['mean']:.1f} %, weight energy -{100 * pt['any_subgraph']['weight_energy_reduction']['mean']:.1f} % "
                     f"[{m.n} model runs, {m.s:.0f} s]")
@@ -310,12 +317,12 @@ def _digits(work: Path, quick: bool, bandwidths, rtl: bool, log) -> dict:
     progs = {n: decode_program(img, int(b.program(n)["base"])) for n in names}
     bprogs = {n: decode_program(bimg, int(bb.program(n)["base"])) for n in names}
     cat = b.catalog()
-    sg_ids = {c["id"]: _ids(c["runs"]) for c in cat["subgraphs"]}
+    sg_ids = {c["id"]: _resid(c) for c in cat["subgraphs"]}
     m = _Model(log)
     res = {"config": cfg.to_json(), "baseline_config": bcfg.to_json(), "baseline_act_buf_words_wanted": want,
            "subnets": {n: {"macs": int(b.program(n)["macs"]), "accuracy": b.program(n)["subnet"]["accuracy"],
                            "tiles_used": b.program(n)["tiles"]["used"]} for n in names},
-           "subgraphs": {c["id"]: {"kind": c["kind"], "tiles": c["tiles"], "bytes": c["bytes"], "runs": c["runs"],
+           "subgraphs": {c["id"]: {"kind": c["kind"], "tiles": c["tiles"], "bytes": c["bytes"], "boxes": c["boxes"],
                                    "subnets": c["subnets"]} for c in cat["subgraphs"]},
            "catalog_binding": cat["binding"], "bandwidths": [_bw_key(bw) for bw in bandwidths], "model": {}, "rtl": {}}
     for bw in bandwidths:
@@ -407,7 +414,7 @@ def _targets(res: dict) -> list:
             continue
         met = [p for p in mem if p[key]["mean"] >= tgt]
         out.append({"target": f">= {100 * tgt:.0f} % {what} (memory-bound, queries whose SubNet contains the SubGraph, "
-                              f"mean over covered SubNets, res_ranges {pts[0]['res_ranges'] if pts else 256})",
+                              f"mean over covered SubNets, res_entries {pts[0]['res_entries'] if pts else 256})",
                     "met": bool(met), "best_mean": best[key]["mean"], "best_max": max(p[key]["max"] for p in mem),
                     "at": {"pb_tiles": best["pb_tiles"], "bandwidth": best["bandwidth"]},
                     "met_at": [{"pb_tiles": p["pb_tiles"], "bandwidth": p["bandwidth"], "mean": p[key]["mean"]} for p in met]})
@@ -431,7 +438,7 @@ def _plot(res: dict, png: Path) -> "Path | None":
         ls = {"isa": "-", "rr16": "--"}.get(table, ":")
         lab = f"{bw} B/cycle" if bw != "full" else "full bw (8 B/cycle)"
         if table != "isa":
-            lab += ", unlimited res_ranges" if table == "unlimited" else f", {table}"
+            lab += ", unlimited res_entries" if table == "unlimited" else f", {table}"
         ax[0].plot(x, [100 * p["latency_reduction"]["mean"] for p in pts], ls, marker="o", label=lab)
         ax[1].plot(x, [100 * p["weight_energy_reduction"]["mean"] for p in pts], ls, marker="o", label=lab)
     ax[0].axhline(100 * TARGET_LATENCY, color="gray", lw=0.8, ls="--")

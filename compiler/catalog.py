@@ -1,29 +1,25 @@
-"""SubGraph catalog: candidate sets of weight tiles to keep in the Persistent Buffer.
+"""SubGraph catalog: which *layer boxes* of the SuperNet to keep in the Persistent Buffer (ISA v4).
 
-Inputs are, per SubNet, how many times one query fetches every tile id (``fetches[s][t]``: a CONV
-layer split into B row bands fetches each of its tiles B times).  Then a resident tile t saves
-``fetches[s][t] * tile_bytes`` DRAM bytes on every query of SubNet s, and the PB hit count of
-that query is the sum of ``fetches[s][t]`` over the resident tiles it uses (exact, not a model).
+A SuperNet layer (with one kernel crop) has a residency **key**; every SubNet CONV that reads that
+layer's tiles runs with PBKEY = key.  The SubNet's tiles of the layer are a box in (row, column)
+coordinates: rows ``i < rows_s`` (dense: output groups x kernel positions, ``i = (g*kh+ky)*kw+kx``;
+depthwise: groups) and columns ``c < c_s`` (input-channel words; depthwise: the group's tiles),
+because OFA width / expand / depth choices take channel *prefixes*.  A SubGraph is a set of boxes
+``{key: (rows, c_res)}``, one residency entry each (docs/isa.md).
 
-Candidates: the intersection of all SubNets; intersections of size clusters (SubNets sorted by
-their tile count, split into 2, 3 and 4 groups); popularity cores (tiles used by >= f of the
-SubNets, f in 1/4, 1/2, 3/4); and every SubNet's own tile set.  Each candidate is fitted to the
-hardware in two ways:
+Inputs (``use``), per SubNet and key: ``rows``, ``c`` and ``bands`` = how many CONV instructions
+of one query fetch that box (a layer split into B row bands fetches every tile B times).  A
+resident box then saves exactly ``bands * min(rows, rows_s) * min(c_res, c_s)`` tile fetches per
+query of SubNet s (the PB hit count: exact, not a model).
 
-* **merged** (``fit = "merge"``): (1) to at most ``pb_tiles`` tiles, keeping tiles in order of value
-  (DRAM bytes saved over all SubNets), (2) to at most ``res_ranges`` runs of contiguous ids: while
-  there are too many runs, merge the two runs with the smallest gap when the gap tiles still fit
-  the PB (the gap tiles ride along), else drop the run of least value.  Gap tiles break containment:
-  a SubNet that does not use them no longer *contains* the SubGraph.
-* **exact** (``fit = "exact"``, only when the candidate needs more than ``res_ranges`` runs or
-  tiles): a subset of the candidate's own runs, never a gap tile, so every SubNet that contains the
-  candidate contains the SubGraph.  Runs are taken greedily by value (DRAM bytes saved over the
-  SubNets, per table entry), at most ``res_ranges`` of them, the last one cut to the PB's room.
-
-The fitted candidates are deduplicated and ranked by ``score`` = DRAM bytes saved per query summed
-over the SubNets that **contain** the SubGraph, per PB byte (a contained query hits on every
-resident tile; the other SubNets' partial savings are kept in ``per_subnet`` and
-``score_all`` = their mean saving per PB byte).
+Candidates: the intersection of all SubNets (per key used by all: the smallest rows and columns),
+intersections of size clusters (SubNets sorted by weight tiles, split into 2, 3 and 4 groups),
+and every SubNet's own boxes.  Each is fitted to the hardware (``pb_tiles`` tiles, ``res_entries``
+keys) *exactly*: boxes are taken by value density (tile fetches saved per PB tile, summed over
+the candidate's SubNets), the last one cut to the PB's room by rows.  A fitted SubGraph is a
+subset of its candidate, so every SubNet that contains the candidate contains the SubGraph and
+hits on every resident tile.  Ranking: ``score`` = DRAM bytes saved per query summed over the
+SubNets that contain the SubGraph, per PB byte (``score_all``: mean over all SubNets, ties).
 """
 from __future__ import annotations
 
@@ -33,173 +29,189 @@ from sushi.isa import Op, encode
 
 from .errors import CompileError
 
-__all__ = ["build_catalog", "runs_of", "loadsg_program", "CATALOG_FORMAT"]
+__all__ = ["build_catalog", "runs_of", "box_runs", "box_tile_ids", "loadsg_program", "residency_of",
+           "CATALOG_FORMAT"]
 
 CATALOG_FORMAT = "sushi-catalog"
+CATALOG_VERSION = 2
 
 
 def runs_of(tiles) -> list:
     """sorted ids -> [(lo, n)] maximal runs of consecutive ids."""
-    t = sorted(set(int(x) for x in tiles))
+    ids = sorted(int(t) for t in tiles)
     out = []
-    for x in t:
-        if out and out[-1][0] + out[-1][1] == x:
+    for t in ids:
+        if out and t == out[-1][0] + out[-1][1]:
             out[-1][1] += 1
         else:
-            out.append([x, 1])
+            out.append([t, 1])
     return [tuple(r) for r in out]
 
 
-def loadsg_program(runs, cfg) -> bytes:
-    """LOADSG per run (entries 0..k-1, PB slots packed from 0), the other entries invalidated, HALT."""
-    if len(runs) > cfg.res_ranges:
-        raise CompileError(f"SubGraph has {len(runs)} runs of tile ids, the residency table has "
-                           f"{cfg.res_ranges} entries")
-    total = sum(n for _, n in runs)
+def box_runs(geom: dict, rows: int, c_res: int) -> list:
+    """Tile-id runs of a box in PB-slot order: [(first id, n)], consecutive rows merged when their
+    ids are contiguous (a row with c_res == the layer's full width continues the previous one)."""
+    out = []
+    K = geom["kh"] * geom["kw"]
+    for i in range(rows):
+        if geom["dw"]:
+            lo = geom["base"] + i * geom["sg"]
+        else:
+            g, r = divmod(i, K)
+            ky, kx = divmod(r, geom["kw"])
+            lo = geom["base"] + g * geom["sg"] + ky * geom["sky"] + kx * geom["skx"]
+        if out and out[-1][0] + out[-1][1] == lo:
+            out[-1][1] += c_res
+        else:
+            out.append([lo, c_res])
+    return [tuple(r) for r in out]
+
+
+def box_tile_ids(geom: dict, rows: int, c_res: int) -> list:
+    return [lo + j for lo, n in box_runs(geom, rows, c_res) for j in range(n)]
+
+
+def residency_of(sg: dict) -> dict:
+    """The residency table a catalog SubGraph's load program leaves: {key: (rows, c_res, slot)}."""
+    return {int(b["key"]): (int(b["rows"]), int(b["c_res"]), int(b["slot"])) for b in sg["boxes"]}
+
+
+def loadsg_program(boxes, geoms: dict, cfg) -> bytes:
+    """The load program of a SubGraph: LOADSG per contiguous run of every box (PB slots packed from
+    0 in box order), SETRES per box, SETRES invalidating every other key, HALT.  ``boxes`` =
+    [(key, rows, c_res)]."""
+    if len(boxes) > cfg.res_entries:
+        raise CompileError(f"SubGraph has {len(boxes)} layer boxes, the residency table has "
+                           f"{cfg.res_entries} entries")
+    total = sum(r * c for _, r, c in boxes)
     if total > cfg.pb_tiles:
-        raise CompileError(f"SubGraph has {total} tiles, larger than the Persistent Buffer "
+        raise CompileError(f"SubGraph of {total} tiles is larger than the Persistent Buffer "
                            f"({cfg.pb_tiles} tiles)")
-    prog, slot = [], 0
-    for e, (lo, n) in enumerate(runs):
-        prog.append(encode(Op.LOADSG, entry=e, tile_lo=int(lo), n_tiles=int(n), pb_slot=slot))
-        slot += n
-    for e in range(len(runs), cfg.res_ranges):
-        prog.append(encode(Op.LOADSG, entry=e, tile_lo=0, n_tiles=0, pb_slot=0))
+    prog, slot, used = [], 0, set()
+    for key, rows, c_res in boxes:
+        if key >= cfg.res_entries:
+            raise CompileError(f"SubGraph box key {key} >= res_entries {cfg.res_entries}")
+        s0 = slot
+        for lo, n in box_runs(geoms[key], rows, c_res):
+            prog.append(encode(Op.LOADSG, tile_lo=int(lo), n_tiles=int(n), pb_slot=slot))
+            slot += n
+        prog.append(encode(Op.SETRES, key=int(key), rows=int(rows), c_res=int(c_res), pb_slot=s0))
+        used.add(key)
+    for key in range(cfg.res_entries):
+        if key not in used:
+            prog.append(encode(Op.SETRES, key=key, rows=0, c_res=0, pb_slot=0))
     prog.append(encode(Op.HALT))
     return b"".join(prog)
 
 
-def _fit(tiles, value, cfg):
-    """-> (runs, notes) fitted to pb_tiles and res_ranges."""
-    notes = []
-    tiles = sorted(tiles)
-    if len(tiles) > cfg.pb_tiles:
-        keep = sorted(tiles, key=lambda t: (-value.get(t, 0), t))[:cfg.pb_tiles]
-        notes.append(f"trimmed {len(tiles)} -> {cfg.pb_tiles} tiles (pb_tiles)")
-        tiles = sorted(keep)
-    runs = [list(r) for r in runs_of(tiles)]
-    need = len(runs)
-    dropped = 0
-    while len(runs) > cfg.res_ranges:
-        size = sum(n for _, n in runs)
-        gaps = [(runs[i + 1][0] - (runs[i][0] + runs[i][1]), i) for i in range(len(runs) - 1)]
-        gap, i = min(gaps)
-        if size + gap <= cfg.pb_tiles:
-            runs[i][1] = runs[i + 1][0] + runs[i + 1][1] - runs[i][0]
-            del runs[i + 1]
+def _saved(use_s: dict, boxes: dict) -> int:
+    """Tile fetches per query a SubNet (its use {key: {rows, c, bands}}) saves with ``boxes``."""
+    n = 0
+    for k, (r, c) in boxes.items():
+        u = use_s.get(k)
+        if u:
+            n += u["bands"] * min(r, u["rows"]) * min(c, u["c"])
+    return n
+
+
+def _contains(use_s: dict, boxes: dict) -> bool:
+    return all(k in use_s and r <= use_s[k]["rows"] and c <= use_s[k]["c"] for k, (r, c) in boxes.items())
+
+
+def _fit(cand: dict, members: list, use: dict, cfg) -> tuple:
+    """-> (boxes {key: (rows, c)} in PB order, notes, keys needed, keys dropped)."""
+    dens = []
+    for k, (r, c) in cand.items():
+        d = sum(use[s][k]["bands"] for s in members if k in use[s]) if members else 1
+        dens.append((-d, k))
+    dens.sort()
+    room, out, notes, dropped = cfg.pb_tiles, {}, [], 0
+    for _, k in dens:
+        r, c = cand[k]
+        if len(out) >= cfg.res_entries or room < c:
+            dropped += 1
             continue
-        vals = [sum(value.get(t, 0) for t in range(lo, lo + n)) for lo, n in runs]
-        del runs[int(np.argmin(vals))]
-        dropped += 1
-    if need > cfg.res_ranges:
-        notes.append(f"{need} runs > res_ranges {cfg.res_ranges}: merged gaps"
-                     + (f", dropped {dropped} least valuable run(s) (res_ranges binding)" if dropped else ""))
-    return [tuple(r) for r in runs], notes, need, dropped
+        take = min(r, room // c)
+        if take < r:
+            notes.append(f"key {k}: {take} of {r} rows (pb_tiles binding)")
+        out[k] = (take, c)
+        room -= take * c
+    if dropped:
+        notes.append(f"{dropped} of {len(cand)} layer boxes left out "
+                     f"({'res_entries' if len(out) >= cfg.res_entries else 'pb_tiles'} binding)")
+    return out, notes, len(cand), dropped
 
 
-def _fit_exact(tiles, value, cfg):
-    """-> (runs, notes, need, dropped): a subset of the candidate's runs (no gap tiles), greedily by
-    value, at most res_ranges runs and pb_tiles tiles (the last run cut to fit)."""
-    runs = runs_of(tiles)
-    need = len(runs)
-    vals = [(sum(value.get(t, 0) for t in range(lo, lo + n)), lo, n) for lo, n in runs]
-    vals.sort(key=lambda v: (-v[0], v[1]))
-    out, room = [], cfg.pb_tiles
-    for v, lo, n in vals:
-        if len(out) >= cfg.res_ranges or room <= 0:
-            break
-        if n > room:
-            # keep the most valuable contiguous window of `room` tiles of this run
-            pv = np.cumsum([0] + [value.get(t, 0) for t in range(lo, lo + n)])
-            w = int(np.argmax(pv[room:] - pv[:-room]))
-            lo, n = lo + w, room
-        out.append((lo, n))
-        room -= n
-    out.sort()
-    dropped = need - len(out)
-    notes = [f"exact fit: {len(out)} of {need} runs, no gap tiles"] if dropped or len(out) != need else []
-    return out, notes, need, dropped
-
-
-def build_catalog(fetches: dict, cfg, n_shared_tiles: int, max_subgraphs: int = 8) -> dict:
-    """fetches {subnet: {tile id: fetches per query}} -> catalog dict (catalog.json)."""
+def build_catalog(use: dict, geoms: dict, cfg, n_shared_tiles: int, max_subgraphs: int = 8) -> dict:
+    """use {subnet: {key: {"rows", "c", "bands"}}}, geoms {key: layer geometry (base, sg, sky, skx,
+    kh, kw, dw)} -> catalog dict (catalog.json)."""
     T = cfg.tile_bytes
-    names = list(fetches)
-    sets = {s: set(fetches[s]) for s in names}
-    cat = {"format": CATALOG_FORMAT, "version": 1, "tile_bytes": T, "pb_tiles": cfg.pb_tiles,
-           "res_ranges": cfg.res_ranges, "subgraphs": [], "binding": [], "notes": []}
+    names = list(use)
+    cat = {"format": CATALOG_FORMAT, "version": CATALOG_VERSION, "tile_bytes": T, "pb_tiles": cfg.pb_tiles,
+           "res_entries": cfg.res_entries, "keys": len(geoms), "subgraphs": [], "binding": [], "notes": []}
     if cfg.pb_tiles == 0:
         cat["notes"].append("pb_tiles = 0: this configuration has no Persistent Buffer; no SubGraphs")
         return cat
-    value = {}
-    for s in names:
-        for t, k in fetches[s].items():
-            value[t] = value.get(t, 0) + k * T
+    if not geoms:
+        cat["notes"].append("no SubNet layer reads SuperNet tiles: nothing to keep resident")
+        return cat
     cands = []
 
-    def add(kind, members, tiles):
-        tiles = set(tiles)
-        if tiles:
-            cands.append((kind, list(members), tiles))
+    def inter(grp):
+        keys = set.intersection(*(set(use[s]) for s in grp))
+        return {k: (min(use[s][k]["rows"] for s in grp), min(use[s][k]["c"] for s in grp)) for k in sorted(keys)}
 
-    inter = set.intersection(*sets.values()) if sets else set()
-    add("intersection(all)", names, inter)
-    by_size = sorted(names, key=lambda s: len(sets[s]))
+    cands.append(("intersection(all)", names, inter(names)))
+    size = {s: sum(u["rows"] * u["c"] for u in use[s].values()) for s in names}
+    by_size = sorted(names, key=lambda s: size[s])
     for k in (2, 3, 4):
         for j, grp in enumerate(np.array_split(np.array(by_size, dtype=object), k)):
             grp = list(grp)
             if len(grp) > 1:
-                add(f"intersection(size cluster {j + 1}/{k})", grp, set.intersection(*(sets[s] for s in grp)))
-    count = {}
+                cands.append((f"intersection(size cluster {j + 1}/{k})", grp, inter(grp)))
     for s in names:
-        for t in sets[s]:
-            count[t] = count.get(t, 0) + 1
-    for f in (0.25, 0.5, 0.75):
-        add(f"popularity core (used by >= {f:.0%} of SubNets)", [], {t for t, c in count.items() if c >= f * len(names)})
-    for s in names:
-        add(f"subnet {s}", [s], sets[s])
+        cands.append((f"subnet {s}", [s], {k: (u["rows"], u["c"]) for k, u in sorted(use[s].items())}))
 
     seen, fitted = set(), []
-    for (kind, members, tiles), how in [(c, h) for c in cands for h in ("merge", "exact")]:
-        if how == "merge":
-            runs, notes, need, dropped = _fit(tiles, value, cfg)
-        else:
-            if len(tiles) <= cfg.pb_tiles and len(runs_of(tiles)) <= cfg.res_ranges:
-                continue            # fits as it is: the merged fit is the candidate itself
-            runs, notes, need, dropped = _fit_exact(tiles, value, cfg)
-        if not runs:
+    for kind, members, cand in cands:
+        if not cand:
             continue
-        key = tuple(runs)
+        boxes, notes, need, dropped = _fit(cand, members, use, cfg)
+        if not boxes:
+            continue
+        key = tuple(sorted(boxes.items()))
         if key in seen:
             continue
         seen.add(key)
-        ids = set()
-        for lo, n in runs:
-            ids.update(range(lo, lo + n))
-        per = {}
-        saved_total = 0
+        tiles = sum(r * c for r, c in boxes.values())
+        per, saved_total = {}, 0
         for s in names:
-            cov = ids & sets[s]
-            hits = sum(fetches[s][t] for t in cov)
-            per[s] = {"tiles": len(cov), "of": len(sets[s]), "pb_hits": int(hits),
-                      "dram_bytes_saved": int(hits * T)}
+            hits = _saved(use[s], boxes)
+            per[s] = {"tiles": int(sum(min(r, use[s][k]["rows"]) * min(c, use[s][k]["c"])
+                                       for k, (r, c) in boxes.items() if k in use[s])),
+                      "of": int(size[s]), "pb_hits": int(hits), "dram_bytes_saved": int(hits * T)}
             saved_total += hits * T
-        contains = [s for s in names if ids <= sets[s]]
-        nbytes = len(ids) * T
+        contains = [s for s in names if _contains(use[s], boxes)]
+        nbytes = tiles * T
         score = sum(per[s]["dram_bytes_saved"] for s in contains) / nbytes
-        fitted.append(dict(kind=kind, fit=how, tiles=len(ids), bytes=nbytes, runs=[list(r) for r in runs],
-                           runs_needed=need, runs_dropped=dropped, notes=notes, subnets=contains,
-                           candidate_members=members, per_subnet=per,
+        slot, blist = 0, []
+        for k, (r, c) in boxes.items():
+            blist.append({"key": int(k), "rows": int(r), "c_res": int(c), "slot": slot, "tiles": int(r * c),
+                          "layer": geoms[k].get("layer", "")})
+            slot += r * c
+        n_runs = sum(len(box_runs(geoms[b["key"]], b["rows"], b["c_res"])) for b in blist)
+        fitted.append(dict(kind=kind, tiles=int(tiles), bytes=int(nbytes), boxes=blist, loadsg_runs=n_runs,
+                           keys_needed=need, keys_dropped=dropped, notes=notes, subnets=contains,
+                           candidate_members=list(members), per_subnet=per,
                            saved_bytes_per_query=round(saved_total / len(names), 1),
                            score=round(score, 6), score_all=round(saved_total / len(names) / nbytes, 6)))
     fitted.sort(key=lambda c: (-c["score"], -c["score_all"], c["bytes"]))
-    # always keep the intersection of all SubNets if it survived fitting
     chosen = fitted[:max_subgraphs]
     inter_c = [c for c in fitted if c["kind"] == "intersection(all)"]
     if inter_c and inter_c[0] not in chosen:
         chosen = chosen[:max_subgraphs - 1] + inter_c
-    # and, for every SubNet, the SubGraph that saves it the most among those it contains (the
-    # scheduler's pick for a stream of that SubNet), even if that makes the catalog longer
+    # for every SubNet, the SubGraph that saves it the most among those it contains (the scheduler's
+    # pick for a stream of that SubNet), even if that makes the catalog longer
     for s in names:
         mine = [c for c in fitted if s in c["subnets"]]
         if mine:
@@ -210,14 +222,10 @@ def build_catalog(fetches: dict, cfg, n_shared_tiles: int, max_subgraphs: int = 
     for i, c in enumerate(chosen):
         c["id"] = f"sg{i}"
     cat["subgraphs"] = [dict(id=c.pop("id"), **c) for c in chosen]
-    if any(c["runs_dropped"] for c in chosen):
-        worst = max(c["runs_needed"] for c in chosen)
-        cat["binding"].append("res_ranges")
-        cat["notes"].append(f"the residency table is the binding constraint for "
-                            f"{sum(1 for c in chosen if c['runs_dropped'])} SubGraph(s): they need up to "
-                            f"{worst} runs, the hardware has res_ranges = {cfg.res_ranges}")
-        cat["suggested_res_ranges"] = worst
-    if any(any("pb_tiles" in n for n in c["notes"]) for c in chosen):
+    if any(c["keys_dropped"] for c in chosen):
+        cat["binding"].append("res_entries" if any("res_entries binding" in n for c in chosen for n in c["notes"])
+                              else "pb_tiles")
+    if any(any("pb_tiles" in n for n in c["notes"]) for c in chosen) and "pb_tiles" not in cat["binding"]:
         cat["binding"].append("pb_tiles")
     cat["shared_tiles"] = n_shared_tiles
     return cat

@@ -1,4 +1,4 @@
-"""Lowering of the quantized IR to SUSHI ISA v2 (LUT, MUL used; LOADSG is the runtime's): weight tiles, requantization records, DRAM layout
+"""Lowering of the quantized IR to SUSHI ISA v4 (LUT, MUL, PBKEY used; LOADSG/SETRES are the runtime's): weight tiles, requantization records, DRAM layout
 [program image = instructions, records][weight image][activation tensors], banded activation tiling."""
 from __future__ import annotations
 
@@ -76,8 +76,16 @@ class _Emitter:
         self.cfg = cfg
         self.instrs = []          # (Op, fields, layer name)
 
+        self.key = None           # the PBKEY state of the program so far
+
     def add(self, op, layer, **f):
         self.instrs.append((op, f, layer))
+
+    def pbkey(self, key, layer):
+        """Select residency entry ``key`` (None: none) for the following CONVs; emitted on change."""
+        if key != self.key and self.cfg.pb_tiles:
+            self.add(Op.PBKEY, layer, key=key or 0, on=int(key is not None))
+            self.key = key
 
 
 def _records(bias, mult, shift, n):
@@ -188,9 +196,10 @@ def legalize(g: Graph, cfg: AccelConfig) -> dict:
 
 def lower(g: Graph, cfg: AccelConfig, log=None, *, ext_tiles=None, tile_offset: int = 0,
           bases=None) -> Lowered:
-    """``ext_tiles`` {conv node name: {base, sg, sky, skx}}: that layer's tiles live elsewhere (a
-    SuperNet weight image, compiler/supernet.py); the CONV descriptors name them and no tiles are
-    emitted.  ``tile_offset``: the id of this graph's first own tile.  ``bases`` {prog_base,
+    """``ext_tiles`` {conv node name: {base, sg, sky, skx[, key]}}: that layer's tiles live elsewhere
+    (a SuperNet weight image, compiler/supernet.py); the CONV descriptors name them and no tiles are
+    emitted; with ``key`` the CONVs run with PBKEY = key (its residency entry, docs/isa.md) and
+    every other CONV with none.  ``tile_offset``: the id of this graph's first own tile.  ``bases`` {prog_base,
     weight_base, act_base}: a fixed DRAM layout (several programs in one image) instead of the
     compact one; the caller guarantees the regions do not overlap."""
     R, V, A = cfg.pe_rows, cfg.pe_cols, cfg.act_buf_words
@@ -319,6 +328,11 @@ def lower(g: Graph, cfg: AccelConfig, log=None, *, ext_tiles=None, tile_offset: 
                        dram_addr=("act", tin[0]["offset"] + iy0 * in_row * V))
                 for g0 in range(0, n_groups, MAX_GROUPS):
                     g1 = min(n_groups, g0 + MAX_GROUPS)
+                    # residency key (SuperNet layer box, docs/isa.md): only the chunk whose rows are
+                    # counted from the layer's first group, and only while the row counter is exact
+                    key = ext.get("key") if ext is not None else None
+                    rows = (g1 - g0) * (1 if dw else kh * kw)
+                    em.pbkey(key if (key is not None and g0 == 0 and rows <= 0xFFFF) else None, label(n))
                     em.add(Op.CONV, label(n), dw=int(dw), kh=kh, kw=kw, sh=sh, sw=sw, pad_top=ptb,
                            pad_left=pl, in_h=iy1 - iy0, in_w=W, out_h=oy1 - oy0, out_w=OW,
                            cin_w=cin_w, cout_w=cout_w, n_groups=g1 - g0, in_addr=0,
@@ -339,7 +353,7 @@ def lower(g: Graph, cfg: AccelConfig, log=None, *, ext_tiles=None, tile_offset: 
                          groups=n_groups)
             if ext is not None:
                 extra.update(shared=dict(base=tile_base0, sg=tile_sg, sky=tile_sky, skx=tile_skx,
-                                         cin_w=cin_w, dw=int(dw)))
+                                         cin_w=cin_w, dw=int(dw), key=ext.get("key")))
             if lut is not None:
                 extra.update(lut=ew_describe(lut.attrs["fn"]), lut_scale_in=float(q["s_out"]))
                 q = dict(q, s_out=lut.attrs["q"]["s_out"], clamp_lo=-128, clamp_hi=127)

@@ -6,7 +6,8 @@ the CONV descriptor; shared layers point into the SuperNet layer's tiles
 (base = first tile + oy*sky + ox*skx for the kernel centre crop, the SuperNet layer's strides,
 the SubNet's cin_w <= the SuperNet's).  The SubNet's own calibrated activation scales, the
 SuperNet weight scales and the per-channel factor alpha from the share analysis make its
-requantization records.  SubGraph catalog + one LOADSG program per SubGraph.
+requantization records.  Each shared SuperNet layer box gets a residency key (PBKEY in the
+SubNet programs); SubGraph catalog of layer boxes + one load program (LOADSG, SETRES) per SubGraph.
 """
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ class SupernetPlan:
         self.subnets = {}             # name -> dict(graph, model, shares, ext, scales, low, ...)
         self.share_report = None
         self.catalog = None
+        self.keys = {}                # residency key -> layer box geometry
 
 
 def _super_layout(g, cfg):
@@ -164,6 +166,24 @@ def _tile_fetches(low, priv_shift: int = 0) -> dict:
     return out
 
 
+def _box_use(low) -> dict:
+    """{residency key: {rows, c, bands}} of one SubNet: the box of every SuperNet layer box it reads
+    with a PBKEY (rows of the CONV chunk that counts from group 0), fetched ``bands`` times a query."""
+    from .lower import MAX_GROUPS
+    out = {}
+    for L in low.layers:
+        d = L.get("shared")
+        if not d or d.get("key") is None:
+            continue
+        kh, kw = L["kernel"]
+        g = min(L["groups"], MAX_GROUPS)
+        rows = g if d["dw"] else g * kh * kw
+        if rows > 0xFFFF:
+            continue
+        out[int(d["key"])] = {"rows": rows, "c": d["sg"] if d["dw"] else d["cin_w"], "bands": L["bands"]}
+    return out
+
+
 def _io(name, t, shape, scale):
     return dict(name=name, shape=[int(v) for v in shape], addr=t["addr"], hwc=t["hwc"],
                 c_words=t["c_words"], bytes=t["bytes"], scale=float(scale))
@@ -207,6 +227,8 @@ def plan_supernet(supernet_onnx, manifest_path, cfg, calib=None, progress=False)
         "weight initializer name of the Conv/Gemm/MatMul first, then the IR node name; proof on BN-folded "
         "weights: output-channel prefix, input-channel prefix, kernel centre crop, per-output-channel "
         "factor alpha > 0 (rtol 1e-4)"), "subnets": {}}
+    plan.keys = {}                # residency key -> SuperNet layer box geometry (docs/isa.md)
+    key_of = {}
     for e in man.subnets:
         path = Path(e.onnx) if Path(e.onnx).is_absolute() else mp.parent / e.onnx
         if not path.is_file():
@@ -230,6 +252,16 @@ def plan_supernet(supernet_onnx, manifest_path, cfg, calib=None, progress=False)
                 ls.shared, ls.reason = False, reason
                 continue
             _requant_shared(n, snodes[ls.super_layer], ls, scales)
+            if cfg.pb_tiles:
+                a = n.attrs
+                geom = dict(base=d["base"], sg=d["sg"], sky=d["sky"], skx=d["skx"], kh=a["kh"], kw=a["kw"],
+                            dw=int(bool(a.get("dw"))))
+                gk = tuple(sorted(geom.items()))
+                if gk not in key_of and len(key_of) < cfg.res_entries:
+                    key_of[gk] = len(key_of)
+                    plan.keys[key_of[gk]] = dict(geom, layer=ls.super_layer)
+                if gk in key_of:
+                    d = dict(d, key=key_of[gk])
             ext[n.name] = d
         n_sh = sum(ls.shared for ls in shares)
         if n_sh == 0:
@@ -280,8 +312,10 @@ def compile_supernet(supernet_onnx, manifest_path, cfg, out_dir, calib=None, pro
     for name, s in plan.subnets.items():
         # pass-1 private ids start at 0: shift them to the SubNet's offset
         fetches[name] = _tile_fetches(s["low"], s["tile_offset"])
-    plan.catalog = cat = build_catalog(fetches, cfg, plan.n_super_tiles)
-    sg_progs = {c["id"]: loadsg_program([tuple(r) for r in c["runs"]], cfg) for c in cat["subgraphs"]}
+    use = {name: _box_use(s["low"]) for name, s in plan.subnets.items()}
+    plan.catalog = cat = build_catalog(use, plan.keys, cfg, plan.n_super_tiles)
+    sg_progs = {c["id"]: loadsg_program([(b["key"], b["rows"], b["c_res"]) for b in c["boxes"]], plan.keys, cfg)
+                for c in cat["subgraphs"]}
     # ---- DRAM layout: [programs][SubGraph programs][weights][activations]
     addr = 0
     for s in plan.subnets.values():
@@ -348,7 +382,7 @@ def compile_supernet(supernet_onnx, manifest_path, cfg, out_dir, calib=None, pro
             (tmp / fname).write_bytes(sg_progs[c["id"]])
             c["file"], c["base"] = fname, sg_base[c["id"]]
             subgraphs[c["id"]] = {"file": fname, "base": sg_base[c["id"]], "bytes": len(sg_progs[c["id"]]),
-                                  "tiles": c["tiles"], "runs": c["runs"], "subnets": c["subnets"]}
+                                  "tiles": c["tiles"], "boxes": c["boxes"], "subnets": c["subnets"]}
         (tmp / CATALOG_FILE).write_text(json.dumps(cat, indent=1))
         (tmp / SHARE_FILE).write_text(json.dumps(plan.share_report, indent=1))
         (tmp / SHARE_SUMMARY).write_text(_share_summary(plan.share_report, plan))
@@ -373,6 +407,7 @@ def compile_supernet(supernet_onnx, manifest_path, cfg, out_dir, calib=None, pro
                          "tensors_shared": n_sh, "tensors_private": n_pr,
                          "weight_image_bytes": len(wimg),
                          "sum_subnet_tile_bytes": sum_private_bytes},
+            "residency_keys": {str(k): v for k, v in plan.keys.items()},
             "share": {"file": SHARE_FILE, "summary": SHARE_SUMMARY},
             "catalog": {"file": CATALOG_FILE, "ids": [c["id"] for c in cat["subgraphs"]]},
             "subgraphs": subgraphs,

@@ -13,10 +13,12 @@ __all__ = ["Sequencer"]
 
 class Sequencer(wiring.Component):
     """Fetches 32-byte instructions in order, starts the engine of each (``exec_start`` with
-    ``exec_op``), waits for ``exec_done``; HALT sets done, an unknown opcode error 1, a LOADSG
-    with ``entry >= res_ranges`` or ``pb_slot + n_tiles > pb_tiles`` error 3 (both stop the program
-    with nothing executed; the next START runs normally).  ``fetching`` is high while it owns the
-    DRAM read port."""
+    ``exec_op``), waits for ``exec_done``; HALT sets done, an unknown opcode error 1; error 3 for a
+    LOADSG with ``pb_slot + n_tiles > pb_tiles``, a SETRES with ``key >= res_entries`` or
+    ``pb_slot + rows*c_res > pb_tiles``, a PBKEY ``on`` with ``key >= res_entries`` (errors stop
+    the program with nothing executed; the next START runs normally).  PBKEY is executed here:
+    ``pb_on``/``pb_key`` (cleared by START) tell the weight fetcher which residency entry the
+    following CONVs use.  ``fetching`` is high while it owns the DRAM read port."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
@@ -28,6 +30,7 @@ class Sequencer(wiring.Component):
             "fetching": Out(1),
             "instr": Out(INSTR_BITS), "exec_op": Out(4), "exec_start": Out(1), "exec_done": In(1),
             "inc_instr": Out(1), "inc_instr_rd": Out(1),
+            "pb_on": Out(1), "pb_key": Out(8),
         })
 
     def elaborate(self, platform):
@@ -40,16 +43,30 @@ class Sequencer(wiring.Component):
         op = self.instr[:8]
         m.d.comb += self.exec_op.eq(op[:4])
         fs = instr_fields(self.instr, Op.LOADSG)
+        fr = instr_fields(self.instr, Op.SETRES)
+        fk = instr_fields(self.instr, Op.PBKEY)
         cfg = self.cfg
-        sg_bad = Signal()
-        m.d.comb += sg_bad.eq((fs["entry"] >= cfg.res_ranges)
-                              | ((fs["pb_slot"] + fs["n_tiles"]) > cfg.pb_tiles))
+        pb_bad = Signal()
+        if cfg.pb_tiles:
+            res_n = Signal(32)
+            m.d.comb += res_n.eq(fr["rows"] * fr["c_res"])
+            res_bad = (fr["key"] >= cfg.res_entries) | ((fr["pb_slot"] + res_n) > cfg.pb_tiles)
+        else:       # no PB: only an empty entry may be set
+            res_bad = ((fr["key"] >= cfg.res_entries) | (fr["pb_slot"] != 0)
+                       | ((fr["rows"] != 0) & (fr["c_res"] != 0)))
+        with m.Switch(op):
+            with m.Case(Op.LOADSG):
+                m.d.comb += pb_bad.eq((fs["pb_slot"] + fs["n_tiles"]) > cfg.pb_tiles)
+            with m.Case(Op.SETRES):
+                m.d.comb += pb_bad.eq(res_bad)
+            with m.Case(Op.PBKEY):
+                m.d.comb += pb_bad.eq(fk["on"] & (fk["key"] >= cfg.res_entries))
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [pc.eq(self.prog_base), self.busy.eq(1), self.done.eq(0),
-                                 self.error.eq(0)]
+                                 self.error.eq(0), self.pb_on.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += [self.fetching.eq(1), self.rd_cmd.valid.eq(1), self.rd_cmd.len.eq(beats)]
@@ -83,9 +100,12 @@ class Sequencer(wiring.Component):
                 with m.If(op == Op.HALT):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
-                with m.Elif((op == Op.LOADSG) & sg_bad):
+                with m.Elif(pb_bad):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(3)]
                     m.next = "IDLE"
+                with m.Elif(op == Op.PBKEY):
+                    m.d.sync += [self.pb_on.eq(fk["on"]), self.pb_key.eq(fk["key"])]
+                    m.next = "FETCH"
                 with m.Elif((op >= Op.LOAD) & (op <= int(max(Op)))):
                     m.d.comb += self.exec_start.eq(1)
                     m.next = "EXEC"

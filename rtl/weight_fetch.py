@@ -1,5 +1,5 @@
-"""CONV weight fetch, the Persistent Buffer (PB) and LOADSG: tile ids -> DRAM bursts or PB copies
-into the double-buffered weight and record buffers."""
+"""CONV weight fetch, the Persistent Buffer (PB), its residency table, LOADSG and SETRES: tile ids
+-> DRAM bursts or PB copies into the double-buffered weight and record buffers."""
 from amaranth.hdl import Module, Signal, Mux, Const, Cat
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -10,79 +10,41 @@ from sushi.isa import Op, PARAM_BYTES
 
 from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
 
-__all__ = ["WeightFetch", "ResidencyCheck"]
+__all__ = ["WeightFetch"]
 
 
 def _pb_bits(cfg: AccelConfig) -> int:
     return max(1, (max(1, cfg.pb_tiles) - 1).bit_length())
 
 
-class ResidencyCheck(wiring.Component):
-    """The tile residency table: is tile ``tile_id`` held by the Persistent Buffer, in which slot?
-
-    ``res_ranges`` entries ``(lo, n, slot)``; an entry with ``n == 0`` is invalid (the reset
-    state).  The first entry (lowest index) with ``lo <= tile_id < lo + n`` gives ``hit`` and
-    ``slot = entry.slot + tile_id - lo`` (combinational).  ``set_en`` writes entry ``set_idx``
-    (``set_n = 0`` invalidates it).  With ``pb_tiles == 0`` there is no table and ``hit`` is 0."""
-
-    def __init__(self, cfg: AccelConfig):
-        self.cfg = cfg
-        super().__init__({
-            "tile_id": In(cfg.tile_id_bits), "hit": Out(1), "slot": Out(_pb_bits(cfg)),
-            "set_en": In(1), "set_idx": In(range(max(2, cfg.res_ranges))),
-            "set_lo": In(cfg.tile_id_bits), "set_n": In(range(max(2, cfg.pb_tiles + 1))), "set_slot": In(16),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        if self.cfg.pb_tiles == 0:
-            m.d.comb += [self.hit.eq(0), self.slot.eq(0)]
-            return m
-        SB = len(self.slot)
-        TB, NB = len(self.tile_id), len(self.set_n)
-        ents = []
-        for i in range(self.cfg.res_ranges):
-            lo, n, s = Signal(TB, name=f"lo{i}"), Signal(NB, name=f"n{i}"), Signal(SB, name=f"slot{i}")
-            with m.If(self.set_en & (self.set_idx == i)):
-                m.d.sync += [lo.eq(self.set_lo), n.eq(self.set_n), s.eq(self.set_slot)]
-            off = Signal(TB + 1, name=f"off{i}")
-            m.d.comb += off.eq(self.tile_id - lo)
-            match = (self.tile_id >= lo) & (off < n)
-            ents.append((match, s + off[:SB]))
-        # first (lowest-index) match wins: a one-hot select (entry i and no lower entry matches)
-        # OR-ed together, not a chain of res_ranges multiplexers
-        hit, slot, before = Const(0, 1), Const(0, SB), Const(0, 1)
-        for match, sl in ents:
-            slot = slot | Mux(match & ~before, sl, 0)
-            before = before | match
-        hit = before
-        m.d.comb += [self.hit.eq(hit), self.slot.eq(slot)]
-        return m
-
-
 class WeightFetch(wiring.Component):
-    """Fetches every group of a CONV into alternating halves of the weight buffer; executes LOADSG.
+    """Fetches every group of a CONV into alternating halves of the weight buffer; executes LOADSG
+    and SETRES.
 
     Per group: its tile ids (dense ``tile_base + g*tile_sg + ky*tile_sky + kx*tile_skx + c``;
-    depthwise ``tile_base + g*tile_sg + i``, i < ceil(kh*kw/R)) in (ky, kx, c) order.  Each id is
-    looked up in the residency table: a **hit** is copied from its Persistent Buffer slot (one tile
-    per cycle, no DRAM traffic); consecutive **misses** are merged into one DRAM burst (a hit ends
-    the burst: hits are never part of one); then its requantization records.  Tile ``t`` of a group
-    lands in entry ``half*wbuf_tiles + t`` of R memories of V bytes (beat r of a tile -> memory r),
-    so ``w_rdata`` is a whole tile per cycle.  Records land in a memory of 64V-bit words (the V
-    records of one output word), entry ``half*RW + q``.  ``full[h]`` is set when half h holds a
-    complete group; the consumer frees it with ``release`` (half ``release_half``).
+    depthwise ``tile_base + g*tile_sg + i``, i < ceil(kh*kw/R)) in (ky, kx, c) order; a *row* is
+    one (g, ky, kx) (depthwise: one g), counted from 0 over the instruction.  With ``pb_on`` and a
+    valid residency entry ``pb_key = (rows, c_res, slot)`` a tile of row ``ri < rows`` and column
+    ``c < c_res`` is a **hit**, copied from PB slot ``slot + ri*c_res + c`` (one tile per cycle, no
+    DRAM traffic); consecutive **misses** are merged into one DRAM burst (a hit ends the burst);
+    then its requantization records.  Tile ``t`` of a group lands in entry ``half*wbuf_tiles + t``
+    of R memories of V bytes (beat r of a tile -> memory r), so ``w_rdata`` is a whole tile per
+    cycle.  Records land in a memory of 64V-bit words (the V records of one output word), entry
+    ``half*RW + q``.  ``full[h]`` is set when half h holds a complete group; the consumer frees it
+    with ``release`` (half ``release_half``).
 
     The Persistent Buffer is ``pb_tiles`` tiles organised like the weight buffer (R memories of V
-    bytes).  LOADSG (``start`` with a LOADSG word; the sequencer has already checked its range)
-    reads tiles ``tile_lo ..`` from DRAM into slots ``pb_slot ..``, then writes residency entry
-    ``entry``; ``done`` pulses at the end.  PB and table are only cleared by reset."""
+    bytes).  LOADSG (the sequencer has already checked its range) copies tiles ``tile_lo ..`` from
+    DRAM into slots ``pb_slot ..``; SETRES writes residency entry ``key`` (a memory of
+    ``res_entries`` words plus a valid bit per entry, which reset clears; ``rows*c_res == 0``
+    invalidates).  ``done`` pulses at the end of either.  The PB keeps its contents across START."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         R, V = cfg.pe_rows, cfg.pe_cols
         super().__init__({
             "start": In(1), "instr": In(INSTR_BITS), "weight_base": In(32), "done": Out(1),
+            "pb_on": In(1), "pb_key": In(8),
             "rd_cmd": Out(CmdSignature()), "rd_data": In(DataSignature(width=8 * V)),
             "full": Out(2), "release": In(1), "release_half": In(1),
             "w_raddr": In(range(2 * cfg.wbuf_tiles)), "w_rdata": Out(8 * V * R),
@@ -99,8 +61,7 @@ class WeightFetch(wiring.Component):
         A, TB = cfg.dram_addr_bits, cfg.tile_id_bits      # DRAM byte addresses, tile ids
         wbase = Signal(A)
         m.d.comb += wbase.eq(self.weight_base)
-        m.submodules.res = res = ResidencyCheck(cfg)
-        SB = len(res.slot)
+        SB = _pb_bits(cfg)
 
         # weight buffer
         wport = []
@@ -117,19 +78,42 @@ class WeightFetch(wiring.Component):
         pwp = pmem.write_port(granularity=8 * V)
         m.d.comb += [prp.addr.eq(self.p_raddr), self.p_rdata.eq(prp.data)]
 
-        # Persistent Buffer (none when pb_tiles == 0)
+        f = instr_fields(self.instr, Op.CONV)
+        fs = instr_fields(self.instr, Op.LOADSG)
+        fr = instr_fields(self.instr, Op.SETRES)
+        is_sg = self.instr[:8] == Op.LOADSG
+        is_sr = self.instr[:8] == Op.SETRES
+
+        # Persistent Buffer and residency table (none when pb_tiles == 0)
         pb_r, pb_w = [], []
+        ri = Signal(16)                     # row index of the tile being generated
+        pbrow = Signal(SB)                  # entry.slot + ri * entry.c_res
+        e_rows, e_cres, e_slot, e_ok = Signal(16), Signal(16), Signal(SB), Signal()
+        res_set = Signal()
+        pb_slot = Signal(SB)
         if PBT:
+            NE = cfg.res_entries
+            tmem = Memory(shape=32 + SB, depth=NE, init=[])
+            m.submodules.restab = tmem
+            trp = tmem.read_port()
+            twp = tmem.write_port()
+            valid = Signal(NE)
+            key = self.pb_key[:max(1, (NE - 1).bit_length())] if NE > 1 else Const(0, 1)
+            m.d.comb += [trp.addr.eq(key), e_rows.eq(trp.data[:16]), e_cres.eq(trp.data[16:32]),
+                         e_slot.eq(trp.data[32:]),
+                         e_ok.eq(self.pb_on & valid.bit_select(key, 1) & (self.pb_key < NE))]
+            fkey = fr["key"][:len(key)] if NE > 1 else Const(0, 1)
+            m.d.comb += [twp.addr.eq(fkey), twp.data.eq(Cat(fr["rows"], fr["c_res"], fr["pb_slot"][:SB])),
+                         twp.en.eq(res_set)]
+            with m.If(res_set):
+                m.d.sync += valid.bit_select(fkey, 1).eq((fr["rows"] != 0) & (fr["c_res"] != 0))
             for r in range(R):
                 mem = Memory(shape=8 * V, depth=PBT, init=[])
                 m.submodules[f"pbmem{r}"] = mem
                 pb_r.append(mem.read_port())
                 pb_w.append(mem.write_port())
-                m.d.comb += pb_r[r].addr.eq(res.slot)
+                m.d.comb += pb_r[r].addr.eq(pb_slot)
 
-        f = instr_fields(self.instr, Op.CONV)
-        fs = instr_fields(self.instr, Op.LOADSG)
-        is_sg = self.instr[:8] == Op.LOADSG
         dw = f["dw"]
         khkw = Signal(16)
         nt = Signal(16)
@@ -176,17 +160,21 @@ class WeightFetch(wiring.Component):
 
         cur = Signal(TB)
         m.d.comb += cur.eq(colb + c)
+        hit = Signal()
+        m.d.comb += [hit.eq(e_ok & (ri < e_rows) & (c < e_cres)), pb_slot.eq(pbrow + c)]
         daddr = Signal(A)
         m.d.comb += daddr.eq(wbase + run_start * T)
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start & is_sg):
+                with m.If(self.start & is_sr):
+                    m.next = "SR"
+                with m.Elif(self.start & is_sg):
                     m.d.sync += [sg_rem.eq(fs["n_tiles"]), sg_slot.eq(fs["pb_slot"]), row.eq(0),
                                  sg_daddr.eq(wbase + fs["tile_lo"] * T)]
                     m.next = "SG_ISSUE"
                 with m.Elif(self.start):
                     m.d.sync += [g.eq(0), h.eq(0), gbase.eq(f["tile_base"]), paddr.eq(f["param_addr"]),
-                                 self.full.eq(0)]
+                                 self.full.eq(0), ri.eq(0), pbrow.eq(e_slot)]
                     m.next = "GROUP"
             with m.State("GROUP"):
                 with m.If(g == f["n_groups"]):
@@ -196,18 +184,17 @@ class WeightFetch(wiring.Component):
                                  run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0)]
                     m.next = "GEN"
             with m.State("GEN"):
-                m.d.comb += res.tile_id.eq(cur)
                 with m.If(gen_done):
                     with m.If(run_len != 0):
                         m.next = "ISSUE"
                     with m.Else():
                         m.next = "PCMD"
-                with m.Elif((run_len != 0) & (res.hit | (cur != (run_start + run_len)[:TB]) | (run_len == max_run))):
+                with m.Elif((run_len != 0) & (hit | (cur != (run_start + run_len)[:TB]) | (run_len == max_run))):
                     m.next = "ISSUE"
                 with m.Else():
                     # take this tile: a hit is copied from the PB now, a miss joins the DRAM run
-                    m.d.comb += [self.inc_pb_miss.eq(~res.hit), self.inc_pb_hit.eq(res.hit)]
-                    with m.If(res.hit):
+                    m.d.comb += [self.inc_pb_miss.eq(~hit), self.inc_pb_hit.eq(hit)]
+                    with m.If(hit):
                         m.d.sync += [cp_v.eq(1), cp_dst.eq(Mux(h, WT, 0) + tloc), tloc.eq(tloc + 1)]
                     with m.Else():
                         with m.If(run_len == 0):
@@ -216,7 +203,8 @@ class WeightFetch(wiring.Component):
                     with m.If(c != lc - 1):
                         m.d.sync += c.eq(c + 1)
                     with m.Else():
-                        m.d.sync += c.eq(0)
+                        m.d.sync += [c.eq(0), ri.eq(Mux(ri == 0xFFFF, ri, ri + 1)),     # saturates
+                                     pbrow.eq(pbrow + e_cres)]
                         with m.If(kx != lb - 1):
                             m.d.sync += [kx.eq(kx + 1), colb.eq(colb + f["tile_skx"])]
                         with m.Else():
@@ -294,9 +282,11 @@ class WeightFetch(wiring.Component):
                     with m.If(beats == 1):
                         m.next = "SG_ISSUE"
             with m.State("SG_SET"):
-                m.d.comb += [res.set_en.eq(1), res.set_idx.eq(fs["entry"]), res.set_lo.eq(fs["tile_lo"]),
-                             res.set_n.eq(fs["n_tiles"]), res.set_slot.eq(fs["pb_slot"]),
-                             self.done.eq(1)]
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+            # ---------------- SETRES: one residency entry
+            with m.State("SR"):
+                m.d.comb += [res_set.eq(1), self.done.eq(1)]
                 m.next = "IDLE"
 
         # the PB copy write (never in the same cycle as a DRAM beat: DATA follows GEN via ISSUE)

@@ -64,11 +64,13 @@ class GoldenModel:
         self.R, self.V = cfg.pe_rows, cfg.pe_cols
         self.buf = np.zeros((cfg.act_buf_words, self.V), dtype=np.int8)
         self.pb = np.zeros((cfg.pb_tiles, self.R, self.V), dtype=np.int8)
-        #: residency table: entry -> (lo, n, slot) or None
-        self.res_table: list = [None] * cfg.res_ranges
+        #: residency table: key -> (rows, c_res, slot) or None (SETRES)
+        self.res_table: list = [None] * cfg.res_entries
+        #: the entry the CONVs of the running program look up (PBKEY; None at every START)
+        self.pb_key = None
 
     def resident_tiles(self) -> int:
-        return sum(e[1] for e in self.res_table if e)
+        return sum(e[0] * e[1] for e in self.res_table if e)
 
     # ------------------------------------------------------------------ helpers
     def _words(self, addr: int, n: int, what: str) -> slice:
@@ -85,19 +87,26 @@ class GoldenModel:
                               f"{len(dram):#x}-byte image")
         return np.frombuffer(memoryview(dram)[addr:addr + n], dtype=np.int8)
 
-    def _tiles(self, dram, weight_base: int, ids: np.ndarray, c: Counters) -> np.ndarray:
-        """Fetch tiles by id (any shape) -> int8 array ids.shape + (R, V); counts PB/DRAM traffic."""
+    def _tiles(self, dram, weight_base: int, ids: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+               c: Counters) -> np.ndarray:
+        """Fetch a CONV's tiles by id (any shape) -> int8 array ids.shape + (R, V); counts PB/DRAM
+        traffic.  ``rows``/``cols`` (ids' shape) are each tile's row index (fetch order) and
+        column ``c``: with the PBKEY entry ``(n_rows, c_res, slot)`` a tile with ``row < n_rows``
+        and ``c < c_res`` is read from PB slot ``slot + row*c_res + c``."""
         T = self.cfg.tile_bytes
         flat = ids.reshape(-1).astype(np.int64)
         if flat.size and flat.min() < 0:
             raise GoldenError("negative tile id")
-        slot = np.full(flat.shape, -1, dtype=np.int64)
-        for e in self.res_table:          # the first matching entry wins
-            if e:
-                lo, n, s = e
-                m = (slot < 0) & (flat >= lo) & (flat < lo + n)
-                slot[m] = s + flat[m] - lo
-        hit = slot >= 0
+        e = self.res_table[self.pb_key] if self.pb_key is not None else None
+        if e:
+            n_rows, c_res, s = e
+            rr = np.minimum(rows.reshape(-1).astype(np.int64), 0xFFFF)     # the 16-bit row counter saturates
+            cc = cols.reshape(-1).astype(np.int64)
+            hit = (rr < n_rows) & (cc < c_res)
+            slot = s + rr * c_res + cc
+        else:
+            hit = np.zeros(flat.shape, dtype=bool)
+            slot = None
         c.pb_hits += int(hit.sum())
         c.pb_misses += int((~hit).sum())
         c.w_rd_bytes += int((~hit).sum()) * T
@@ -146,7 +155,10 @@ class GoldenModel:
             ky, kx, cc = np.arange(ins.kh), np.arange(ins.kw), np.arange(ins.cin_w)
             ids = (ins.tile_base + g[:, None, None, None] * ins.tile_sg + ky[None, :, None, None] * ins.tile_sky
                    + kx[None, None, :, None] * ins.tile_skx + cc[None, None, None, :])
-            t = self._tiles(dram, weight_base, ids, c)            # (G, kh, kw, cin_w, R, V)
+            rows = np.broadcast_to(((g[:, None, None] * ins.kh + ky[None, :, None]) * ins.kw
+                                    + kx[None, None, :])[..., None], ids.shape)
+            cols = np.broadcast_to(cc[None, None, None, :], ids.shape)
+            t = self._tiles(dram, weight_base, ids, rows, cols, c)   # (G, kh, kw, cin_w, R, V)
             w = t.transpose(0, 4, 1, 2, 3, 5).reshape(ins.n_groups * R, ins.kh, ins.kw, ins.cin_w * V)
             w = w.astype(np.float64)
             acc = np.zeros((P, ins.n_groups * R), dtype=np.float64)
@@ -164,7 +176,9 @@ class GoldenModel:
             K = ins.kh * ins.kw
             NT = -(-K // R)
             ids = ins.tile_base + g[:, None] * ins.tile_sg + np.arange(NT)[None, :]
-            t = self._tiles(dram, weight_base, ids, c)            # (G, NT, R, V)
+            rows = np.broadcast_to(g[:, None], ids.shape)
+            cols = np.broadcast_to(np.arange(NT)[None, :], ids.shape)
+            t = self._tiles(dram, weight_base, ids, rows, cols, c)   # (G, NT, R, V)
             w = t.reshape(ins.n_groups, NT * R, V)[:, :K, :]      # (G, K, V)
             w = w.transpose(1, 0, 2).reshape(K, ins.n_groups * V).astype(np.float64)
             n_out = ins.n_groups * V
@@ -218,17 +232,28 @@ class GoldenModel:
         self.buf[self._words(ins.out_addr, n, "ADD out")] = y.astype(np.int8)
 
     def _loadsg(self, ins, dram, weight_base, c: Counters) -> bool:
-        if ins.entry >= self.cfg.res_ranges or ins.pb_slot + ins.n_tiles > self.cfg.pb_tiles:
+        if ins.pb_slot + ins.n_tiles > self.cfg.pb_tiles:
             c.error = 3
             return False
-        if ins.n_tiles == 0:
-            self.res_table[ins.entry] = None
-            return True
         T = self.cfg.tile_bytes
         raw = self._dram(dram, weight_base + ins.tile_lo * T, ins.n_tiles * T, "LOADSG")
         self.pb[ins.pb_slot:ins.pb_slot + ins.n_tiles] = raw.reshape(-1, self.R, self.V)
-        self.res_table[ins.entry] = (ins.tile_lo, ins.n_tiles, ins.pb_slot)
         c.w_rd_bytes += ins.n_tiles * T
+        return True
+
+    def _setres(self, ins, c: Counters) -> bool:
+        n = ins.rows * ins.c_res
+        if ins.key >= self.cfg.res_entries or ins.pb_slot + n > self.cfg.pb_tiles:
+            c.error = 3
+            return False
+        self.res_table[ins.key] = (ins.rows, ins.c_res, ins.pb_slot) if n else None
+        return True
+
+    def _pbkey(self, ins, c: Counters) -> bool:
+        if ins.on and ins.key >= self.cfg.res_entries:
+            c.error = 3
+            return False
+        self.pb_key = ins.key if ins.on else None
         return True
 
     def _lut(self, ins, dram, c: Counters):
@@ -252,6 +277,7 @@ class GoldenModel:
         V = self.V
         c = Counters()
         pc = prog_base
+        self.pb_key = None
         while c.instrs < max_instrs:
             raw = bytes(self._dram(dram, pc, isa.INSTR_BYTES, f"instruction fetch at {pc:#x}"))
             c.instr_rd_bytes += isa.INSTR_BYTES
@@ -286,6 +312,12 @@ class GoldenModel:
                 self._mul(ins, c)
             elif ins.op == Op.LOADSG:
                 if not self._loadsg(ins, dram, weight_base, c):
+                    return c
+            elif ins.op == Op.SETRES:
+                if not self._setres(ins, c):
+                    return c
+            elif ins.op == Op.PBKEY:
+                if not self._pbkey(ins, c):
                     return c
             else:  # pragma: no cover - every opcode is handled above
                 raise GoldenError(f"opcode {ins.op!r} has no semantics")

@@ -128,44 +128,50 @@ class _Dram:
 
 
 class Residency:
-    """Persistent Buffer residency: the residency table (``res_ranges`` entries ``(lo, n, slot)``
-    or None, first match wins, as ``GoldenModel.res_table``) plus an optional static set of
-    resident tile ids (for what-if tables).  LOADSG instructions in a predicted program update the
-    table as the hardware does."""
+    """Persistent Buffer residency: the residency table (``res_entries`` entries
+    ``(rows, c_res, slot)`` or None, as ``GoldenModel.res_table``), the PBKEY of the running
+    program, plus an optional static set of resident tile ids (a what-if: any tile in the set is a
+    hit, whatever the key).  SETRES / PBKEY instructions in a predicted program update it as the
+    hardware does."""
 
     def __init__(self, cfg: AccelConfig, resident=None):
         self.cfg = cfg
-        self.table = [None] * max(1, cfg.res_ranges)
+        self.table = [None] * max(1, cfg.res_entries)
         self.ids = frozenset()
+        self.key = None
         if resident is None:
             return
         if isinstance(resident, Residency):
             self.table, self.ids = list(resident.table), resident.ids
             return
+        if isinstance(resident, dict):           # {key: (rows, c_res, slot)}
+            for k, e in resident.items():
+                self.table[int(k)] = tuple(e) if e and e[0] and e[1] else None
+            return
         resident = list(resident)
         if resident and all(e is None or (isinstance(e, (tuple, list)) and len(e) == 3) for e in resident):
             for i, e in enumerate(resident[:len(self.table)]):
-                self.table[i] = tuple(e) if e and e[1] else None
+                self.table[i] = tuple(e) if e and e[0] and e[1] else None
         else:
             self.ids = frozenset(int(i) for i in resident)
 
-    def hit(self, tid: int) -> bool:
-        if tid in self.ids:
-            return True
-        for e in self.table:
-            if e and e[0] <= tid < e[0] + e[1]:
-                return True
-        return False
+    def entry(self):
+        """(rows, c_res) of the current PBKEY's entry, or None."""
+        e = self.table[self.key] if self.key is not None and self.key < len(self.table) else None
+        return (e[0], e[1]) if e else None
 
-    def loadsg(self, ins):
-        if ins.entry < len(self.table):
-            self.table[ins.entry] = (ins.tile_lo, ins.n_tiles, ins.pb_slot) if ins.n_tiles else None
+    def setres(self, ins):
+        if ins.key < len(self.table):
+            self.table[ins.key] = (ins.rows, ins.c_res, ins.pb_slot) if ins.rows and ins.c_res else None
+
+    def pbkey(self, ins):
+        self.key = ins.key if ins.on else None
 
     def empty(self) -> bool:
         return not self.ids and not any(self.table)
 
     def n_resident(self) -> int:
-        return sum(e[1] for e in self.table if e) + len(self.ids)
+        return sum(e[0] * e[1] for e in self.table if e) + len(self.ids)
 
 
 @dataclass
@@ -213,7 +219,9 @@ class _Machine:
         st = InstrStats(op=ins.op.name, instr_rd_bytes=isa.INSTR_BYTES)
         t0 = self.now
         d = self.fetch()
-        if ins.op == Op.HALT:
+        if ins.op in (Op.HALT, Op.PBKEY):             # the sequencer's own: DECODE -> IDLE / FETCH
+            if ins.op == Op.PBKEY:
+                self.res.pbkey(ins)
             self.now = d + 1
             st.cycles = self.now - t0
             return st
@@ -289,33 +297,50 @@ class _Machine:
             ch = min(rem, max_run)
             c = self.dram.read(c, ch * R) + 1
             rem -= ch
-        self.res.loadsg(ins)
         st.w_rd_bytes = ins.n_tiles * T
         st.pb_wr_bytes = ins.n_tiles * T
         return c + 1                                  # SG_SET: done
 
+    def _setres(self, ins, d, st):
+        self.res.setres(ins)
+        return d + 1                                  # weight fetcher SETRES state: write, done
+
     # ---- CONV: weight fetcher and CONV engine (rtl/weight_fetch.py, rtl/conv.py)
     def _group_segments(self, ins, g):
-        """Tile ids of group g as runs of consecutive ids [(first id, count)], in fetch order."""
+        """Tile ids of group g as rows ``[(row index, first id, count)]`` in fetch order (a row is
+        one (ky, kx) of a dense group, the whole group when depthwise; its tiles are c = 0..)."""
         b = ins.tile_base + g * ins.tile_sg
         if ins.dw:
-            return [(b, -(-ins.kh * ins.kw // self.R))]
-        return [(b + ky * ins.tile_sky + kx * ins.tile_skx, ins.cin_w)
+            return [(g, b, -(-ins.kh * ins.kw // self.R))]
+        K = ins.kh * ins.kw
+        return [(g * K + ky * ins.kw + kx, b + ky * ins.tile_sky + kx * ins.tile_skx, ins.cin_w)
                 for ky in range(ins.kh) for kx in range(ins.kw)]
 
     def _fetch_group(self, segs, s, ins, st) -> int:
-        """Weight fetch of one group (its tile ids as runs ``segs``) from its GROUP cycle s ->
-        cycle it is back in GROUP with the half full (full[h] visible to the CONV engine)."""
+        """Weight fetch of one group (its rows ``segs``) from its GROUP cycle s -> cycle it is back
+        in GROUP with the half full (full[h] visible to the CONV engine)."""
         R, V = self.R, self.V
         max_run = 65535 // R
         c = s + 1                                     # first GEN cycle
         run = 0
         prev = None
-        if self.res.empty():
-            # no residency: consecutive ids merge into DRAM bursts of at most max_run tiles
-            for lo, n in segs:
+        ent = self.res.entry()
+        if not self.res.ids:
+            # per row: a prefix c < c_res of hits (rows < n_rows), then misses; consecutive miss
+            # ids merge into DRAM bursts of at most max_run tiles, a hit ends a burst
+            for ri, lo, n in segs:
                 if n <= 0:
                     continue
+                h = min(n, ent[1]) if ent and min(ri, 0xFFFF) < ent[0] else 0
+                if h:
+                    if run:                                # this GEN cycle sees the hit: ISSUE
+                        c = self.dram.read(c + 1, run * R) + 1
+                        run = 0
+                    c += h
+                    st.pb_hits += h
+                    lo, n = lo + h, n - h
+                    if not n:
+                        continue
                 st.pb_misses += n
                 if run and lo != prev + 1:
                     c = self.dram.read(c + 1, run * R) + 1   # the GEN cycle that sees the break
@@ -329,11 +354,11 @@ class _Machine:
                     c += take
                     run += take
                     n -= take
-            ids = ()
+            tiles = ()
         else:
-            ids = (tid for lo, n in segs for tid in range(lo, lo + n))
-        for tid in ids:
-            hit = self.res.hit(tid)
+            tiles = ((tid, (ent is not None and min(ri, 0xFFFF) < ent[0] and k < ent[1]) or tid in self.res.ids)
+                     for ri, lo, n in segs for k, tid in enumerate(range(lo, lo + n)))
+        for tid, hit in tiles:
             if run and (hit or tid != prev + 1 or run == max_run):
                 # this GEN cycle detects the end of the run: ISSUE, DATA, back to GEN
                 c = self.dram.read(c + 1, run * R) + 1
@@ -430,7 +455,8 @@ def predict(instrs, cfg: AccelConfig, timing=None, resident=None, layers=None) -
         a trailing HALT is counted when present (a run always ends with one).
     timing: ``DramTiming`` or a dict of its fields.
     resident: the Persistent Buffer state at the start: ``GoldenModel.res_table`` (entries
-        ``(lo, n, slot)`` / None), a set of resident tile ids, a :class:`Residency`, or None.
+        ``(rows, c_res, slot)`` / None) or a dict {key: entry}, a set of resident tile ids (what-if),
+        a :class:`Residency`, or None.
     layers: the manifest's ``programs[p]["layers"]`` (each with ``instrs = [first, count]`` and a
         ``name``), or None.
 

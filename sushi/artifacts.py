@@ -223,8 +223,13 @@ def load_build(out_dir) -> Build:
     for name in m["programs"]:
         for path, kind in _PROG_REQUIRED:
             _get(m["programs"][name], path, f"{mpath}: programs.{name}", kind)
+    from sushi.isa import ISA_VERSION
+    built_isa = (m.get("accel", {}).get("derived") or {}).get("isa_version")
+    if built_isa is not None and built_isa != ISA_VERSION:
+        raise BuildError(f"{mpath}: built for ISA v{built_isa}, this SUSHI runs ISA v{ISA_VERSION}; "
+                         f"compile the model again")
     if m["version"] >= 2:
         for k, sg in m.get("subgraphs", {}).items():
-            for path, kind in (("file", str), ("base", int), ("bytes", int), ("runs", list)):
+            for path, kind in (("file", str), ("base", int), ("bytes", int), ("boxes", list)):
                 _get(sg, path, f"{mpath}: subgraphs.{k}", kind)
     return Build(d, m)

@@ -7,11 +7,16 @@ from pathlib import Path
 
 from . import isa
 
-__all__ = ["AccelConfig", "PRESETS", "load_config", "ConfigError"]
+__all__ = ["AccelConfig", "PRESETS", "load_config", "ConfigError", "VECTOR_OPS"]
 
 
 class ConfigError(ValueError):
     """An accelerator configuration that makes no sense."""
+
+
+#: the optional vector-unit operations: AccelConfig field -> what it executes
+VECTOR_OPS = {"op_maxpool": "POOL mode 0 (max)", "op_avgpool": "POOL mode 1 (average)",
+              "op_add": "ADD", "op_mul": "MUL", "op_lut": "LUT"}
 
 
 def _pow2(n: int) -> bool:
@@ -33,7 +38,9 @@ class AccelConfig:
     act_buf_words: int = 4096      # activation buffer depth in V-byte words
     wbuf_tiles: int = 256          # tiles per half of the double-buffered weight buffer
     pb_tiles: int = 0              # Persistent Buffer capacity in tiles (SubGraph Stationary)
-    res_ranges: int = 8            # entries of the tile residency table
+    #: entries of the residency table: one per SuperNet layer box a SubGraph keeps in the PB
+    #: (SETRES / PBKEY key, docs/isa.md)
+    res_entries: int = 64
     clock_mhz: float = 100.0
     #: width of the DRAM byte addresses the hardware computes (CSR bases, DMA, instruction fetch,
     #: weight/record/LUT addresses) and, from it, of the tile ids; programs must keep their DRAM
@@ -42,13 +49,21 @@ class AccelConfig:
     #: the performance counters besides CYCLES (W_RD_BYTES .. MAC_CYCLES); without them those
     #: CSRs read 0 (area on small FPGAs)
     perf_counters: bool = True
+    #: vector-unit operations built into the hardware (VECTOR_OPS; small FPGAs leave some out):
+    #: an instruction that needs a missing one stops the program with error 2 (unsupported
+    #: instruction) and the compiler rejects such programs (compiler/features.py)
+    op_maxpool: bool = True
+    op_avgpool: bool = True
+    op_add: bool = True
+    op_mul: bool = True
+    op_lut: bool = True
 
     def __post_init__(self):
         def pos(name):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"'{name}' must be a positive integer, not {v!r}")
-        for n in ("pe_rows", "pe_cols", "act_buf_words", "wbuf_tiles", "res_ranges"):
+        for n in ("pe_rows", "pe_cols", "act_buf_words", "wbuf_tiles", "res_entries"):
             pos(n)
         if not isinstance(self.pb_tiles, int) or self.pb_tiles < 0:
             raise ConfigError(f"'pb_tiles' must be a non-negative integer, not {self.pb_tiles!r}")
@@ -58,8 +73,10 @@ class AccelConfig:
             raise ConfigError(f"'pe_rows' ({self.pe_rows}) must be a multiple of 'pe_cols' ({self.pe_cols})")
         if self.pe_rows > 64:
             raise ConfigError(f"'pe_rows' must be at most 64, not {self.pe_rows}")
-        if self.res_ranges > 256:
-            raise ConfigError(f"'res_ranges' must be at most 256 (LOADSG.entry is 8 bits), not {self.res_ranges}")
+        if self.res_entries > 256:
+            raise ConfigError(f"'res_entries' must be at most 256 (SETRES.key is 8 bits), not {self.res_entries}")
+        if self.pb_tiles >= 1 << 24:
+            raise ConfigError(f"'pb_tiles' must be below 2**24 (24-bit PB slots), not {self.pb_tiles}")
         if self.act_buf_words > 1 << 16:
             raise ConfigError(f"'act_buf_words' must be at most 65536 (16-bit buffer addresses), not {self.act_buf_words}")
         if (not isinstance(self.dram_addr_bits, int) or isinstance(self.dram_addr_bits, bool)
@@ -67,6 +84,9 @@ class AccelConfig:
             raise ConfigError(f"'dram_addr_bits' must be an integer in 12..32, not {self.dram_addr_bits!r}")
         if not isinstance(self.perf_counters, bool):
             raise ConfigError(f"'perf_counters' must be true or false, not {self.perf_counters!r}")
+        for n in VECTOR_OPS:
+            if not isinstance(getattr(self, n), bool):
+                raise ConfigError(f"'{n}' must be true or false, not {getattr(self, n)!r}")
         if not isinstance(self.clock_mhz, (int, float)) or self.clock_mhz <= 0:
             raise ConfigError(f"'clock_mhz' must be a positive number, not {self.clock_mhz!r}")
 
@@ -133,14 +153,14 @@ PRESETS: dict[str, AccelConfig] = {
                         pb_tiles=0, clock_mhz=100.0),
     # with a Persistent Buffer (SubGraph Stationary: LOADSG, tile residency)
     "8x8-pb": AccelConfig(name="8x8-pb", pe_rows=8, pe_cols=8, act_buf_words=4096, wbuf_tiles=256,
-                          pb_tiles=512, res_ranges=8, clock_mhz=100.0),
+                          pb_tiles=512, res_entries=64, clock_mhz=100.0),
     "tiny-pb": AccelConfig(name="tiny-pb", pe_rows=4, pe_cols=4, act_buf_words=2048, wbuf_tiles=128,
                            pb_tiles=64, clock_mhz=30.0),
     # board presets (docs/boards.md): ULX3S-85F (ECP5) and iCEBreaker (iCE40UP5K, smallest array)
     "ulx3s": AccelConfig(name="ulx3s", pe_rows=8, pe_cols=8, act_buf_words=4096, wbuf_tiles=256,
-                         pb_tiles=256, res_ranges=8, clock_mhz=100.0),
+                         pb_tiles=256, res_entries=64, clock_mhz=100.0),
     "icebreaker": AccelConfig(name="icebreaker", pe_rows=2, pe_cols=2, act_buf_words=2048,
-                              wbuf_tiles=64, pb_tiles=32, res_ranges=2, clock_mhz=30.0,
+                              wbuf_tiles=64, pb_tiles=32, res_entries=2, clock_mhz=30.0,
                               dram_addr_bits=17, perf_counters=False),
 }
 

@@ -19,7 +19,7 @@ __all__ = [
     "unpack_params", "IsaError",
 ]
 
-ISA_VERSION = 3
+ISA_VERSION = 4
 #: bytes of one LUT table in DRAM (indexed by the input byte read as unsigned)
 LUT_BYTES = 256
 INSTR_BYTES = 32
@@ -38,9 +38,11 @@ class Op(enum.IntEnum):
     CONV = 3      # dense / depthwise convolution on the PE array (also Gemm/MatMul)
     POOL = 4      # max / average pooling on the vector unit
     ADD = 5       # element-wise requantized add (residual) on the vector unit
-    LOADSG = 6    # load a range of tiles into the Persistent Buffer, set a residency entry
+    LOADSG = 6    # copy a run of weight tiles into Persistent Buffer slots
     LUT = 7       # element-wise int8 -> int8 table lookup (h-swish, h-sigmoid, ...)
     MUL = 8       # element-wise multiply by a per-channel vector broadcast over pixels (SE)
+    SETRES = 9    # set residency entry `key`: a layer box (rows x c_res tiles) held at a PB slot
+    PBKEY = 10    # the residency entry the following CONVs of this program look up (or none)
 
 
 # (name, width in bits, signed) in packing order, after the 8-bit opcode.
@@ -81,7 +83,9 @@ LAYOUTS: dict[Op, list[tuple[str, int, bool]]] = {
         ("mult_a", 16, False), ("mult_b", 16, False), ("shift", 6, False),
         ("clamp_lo", 8, True), ("clamp_hi", 8, True),
     ],
-    Op.LOADSG: [("entry", 8, False), ("tile_lo", 24, False), ("n_tiles", 24, False), ("pb_slot", 16, False)],
+    Op.LOADSG: [("tile_lo", 24, False), ("n_tiles", 24, False), ("pb_slot", 24, False)],
+    Op.SETRES: [("key", 8, False), ("rows", 16, False), ("c_res", 16, False), ("pb_slot", 24, False)],
+    Op.PBKEY: [("key", 8, False), ("on", 1, False)],
     Op.LUT: [("in_addr", 16, False), ("out_addr", 16, False), ("n_words", 20, False), ("lut_addr", 32, False)],
     Op.MUL: [
         ("a_addr", 16, False), ("b_addr", 16, False), ("out_addr", 16, False),

@@ -133,8 +133,11 @@ def test_resident_subgraph_and_swap_same_bytes_fewer_dram_bytes(built):
     b = load_build(built["out"])
     cat = b.catalog()
     ids = [c["id"] for c in cat["subgraphs"]]
-    assert len(ids) >= 2 and all(c["tiles"] <= CFG.pb_tiles and len(c["runs"]) <= CFG.res_ranges
+    assert len(ids) >= 2 and all(c["tiles"] <= CFG.pb_tiles and len(c["boxes"]) <= CFG.res_entries
                                  for c in cat["subgraphs"])
+    # every SubNet (but the one that shares nothing) is contained by a SubGraph: it hits on every
+    # resident tile of it, and the smallest SubNet's whole weight set fits the 512-tile PB
+    assert {n for c in cat["subgraphs"] for n in c["subnets"]} == set(_names(built)) - {"negated"}
     T = CFG.tile_bytes
     x = built["data"]["test"][0][7:8]
     any_hits = False
@@ -169,14 +172,20 @@ def test_errors(built, tmp_path):
         verify_steps(built["out"], _names(built)[0], resident="sg99")
     # a SubGraph larger than the PB: the compiler refuses to write its program ...
     with pytest.raises(CompileError, match="larger than the Persistent Buffer"):
-        loadsg_program([(0, CFG.pb_tiles + 1)], CFG)
+        loadsg_program([(0, CFG.pb_tiles + 1, 1)], {0: dict(base=0, sg=1, sky=0, skx=0, kh=1, kw=1, dw=1)}, CFG)
     # ... and a hand-made one is error 3 on the accelerator, nothing resident
     from sushi.isa import Op, encode
     img, pb, wb = b.dram_image(program=_names(built)[0])
-    raw = encode(Op.LOADSG, entry=0, tile_lo=0, n_tiles=CFG.pb_tiles + 1, pb_slot=0) + encode(Op.HALT)
+    raw = encode(Op.LOADSG, tile_lo=0, n_tiles=CFG.pb_tiles + 1, pb_slot=0) + encode(Op.HALT)
     img[0:len(raw)] = raw
     gm = GoldenModel(CFG)
     assert gm.run(img, 0, wb).error == 3 and gm.resident_tiles() == 0
+    # ... as is a residency key the table does not have (SETRES, PBKEY), nothing changed
+    for bad in (encode(Op.SETRES, key=CFG.res_entries, rows=1, c_res=1, pb_slot=0),
+                encode(Op.SETRES, key=0, rows=CFG.pb_tiles, c_res=2, pb_slot=0),
+                encode(Op.PBKEY, key=CFG.res_entries, on=1)):
+        img[0:64] = bad + encode(Op.HALT)
+        assert gm.run(img, 0, wb).error == 3 and gm.resident_tiles() == 0
 
 
 @pytest.mark.rtl
