@@ -9,7 +9,8 @@ from bench.sgs import FORMAT, run_sgs
 @pytest.fixture(scope="module")
 def res(tmp_path_factory):
     d = tmp_path_factory.mktemp("sgs")
-    r = run_sgs(d / "work", d / "sgs.json", quick=True, r50=False, rtl=False, log=lambda s: None)
+    r = run_sgs(d / "work", d / "sgs.json", quick=True, r50=False, rtl=False, digits_pb_sizes=(64, 2048),
+                log=lambda s: None)
     return r, json.loads((d / "sgs.json").read_text())
 
 
@@ -51,3 +52,22 @@ def test_resident_subgraph_never_adds_offchip_bytes(res):
                     assert sg["offchip_bytes"] < row["baseline_nopb"]["offchip_bytes"], (bw, name, sid)
                     assert sg["pb_hits"] > 0
     assert contained > 0, "some SubNet contains some SubGraph"
+
+
+def test_pb_size_curve_and_targets(res):
+    """The gain grows with the PB; with a PB that holds a SubNet's whole weight set only its
+    requantization records still come from DRAM (>= 80 % less weight energy for the smallest), while
+    a PB of 64 tiles cannot hold any SubNet (< 80 %)."""
+    _, j = res
+    dg = j["digits"]
+    pts = {p["pb_tiles"]: p for p in dg["curve"] if p["bandwidth"] == "2"}
+    assert set(pts) == {64, 2048}
+    small, big = pts[64], pts[2048]
+    assert big["n_subnets_covered"] == big["n_subnets"] > 0
+    assert big["weight_energy_reduction"]["mean"] > small["weight_energy_reduction"]["mean"]
+    assert big["latency_reduction"]["mean"] > small["latency_reduction"]["mean"] > 0
+    assert big["weight_energy_reduction"]["max"] >= 0.80 > small["weight_energy_reduction"]["max"]
+    t = {x["target"].split(" (")[0]: x for x in j["targets"] if x["part"] == "digits"}
+    w = t[">= 80 % less off-chip weight energy"]
+    assert w["met"] == (w["best_mean"] >= 0.80) and w["best_mean"] == big["weight_energy_reduction"]["mean"]
+    assert j["plot"] and j["plot"].endswith(".png")
