@@ -56,7 +56,8 @@ class GoldenModel:
     """Executes programs of one AccelConfig.
 
     Like the hardware, it keeps state across :meth:`run` calls: the Persistent Buffer's contents
-    and residency table persist from one program (query) to the next until a LOADSG changes them.
+    and residency table persist from one program (query) to the next until LOADSG / SETRES change
+    them; the PBKEY selection does not (every program starts with none).
     """
 
     def __init__(self, cfg: AccelConfig):

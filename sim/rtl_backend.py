@@ -64,8 +64,9 @@ class _Measured:
 
 
 def _evict_program(cfg) -> bytes:
-    return b"".join(isa.encode(Op.LOADSG, entry=e, tile_lo=0, n_tiles=0, pb_slot=0)
-                    for e in range(cfg.res_ranges)) + isa.encode(Op.HALT)
+    """Invalidate every residency entry (one SETRES rows=0 c_res=0 per key), then HALT."""
+    return b"".join(isa.encode(Op.SETRES, key=k, rows=0, c_res=0, pb_slot=0)
+                    for k in range(cfg.res_entries)) + isa.encode(Op.HALT)
 
 
 def serve_on_rtl(table, trace, build_dir, policies, queue_cap=None, fallback="drop", period=256,

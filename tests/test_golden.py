@@ -7,6 +7,8 @@ from sushi.config import PRESETS, AccelConfig
 from sushi.isa import Op
 from sim.golden import GoldenModel, GoldenError, wrap32
 
+from pbprog import box_load, conv_shape, conv_tile, pbkey
+
 
 def s8(b):
     return b - 256 if b > 127 else b
@@ -178,50 +180,158 @@ def _conv_program(cfg, rng):
     return f, dram
 
 
-def _sg_program(cfg, ranges, base=512):
-    """A SubGraph-load program: one LOADSG per (entry, lo, n, slot), then HALT."""
-    prog = [isa.encode(Op.LOADSG, entry=e, tile_lo=lo, n_tiles=n, pb_slot=s) for e, lo, n, s in ranges]
-    return base, b"".join(prog + [isa.encode(Op.HALT)])
+def _put(dram: bytearray, at: int, instrs: list) -> int:
+    """Write a program (instruction bytes, HALT appended) at ``at``; returns ``at``."""
+    raw = b"".join(list(instrs) + [isa.encode(Op.HALT)])
+    dram[at:at + len(raw)] = raw
+    return at
 
 
 def test_pb_resident_tiles_are_hits_not_dram_bytes():
     from dataclasses import replace
-    cfg = replace(PRESETS["tiny"], pb_tiles=8)
+    cfg = replace(PRESETS["tiny"], pb_tiles=64)
     f, dram = _conv_program(cfg, np.random.default_rng(0))
+    T = cfg.tile_bytes
     base = GoldenModel(cfg).run(bytearray(dram), 0, 1024)
-    gm = GoldenModel(cfg)
-    d2 = bytearray(dram) + bytearray(256)
-    sg_base, sg = _sg_program(cfg, [(0, 2, 2, 5)], base=len(dram))
-    d2[sg_base:sg_base + len(sg)] = sg
-    load = gm.run(d2, sg_base, 1024)
-    assert load.error == 0 and load.w_rd_bytes == 2 * cfg.tile_bytes and gm.resident_tiles() == 2
-    # PB contents must be what the query uses: corrupt the DRAM copy, the PB copy keeps the result
+    rows, cols = conv_shape(f, cfg.pe_rows)
     want = bytearray(dram)
-    GoldenModel(cfg).run(want, 0, 1024)
-    d2[1024 + 2 * cfg.tile_bytes:1024 + 4 * cfg.tile_bytes] = bytes(2 * cfg.tile_bytes)
-    res = gm.run(d2, 0, 1024)
-    assert res.pb_hits == 2 and res.pb_misses == base.pb_misses - 2
-    assert res.w_rd_bytes == base.w_rd_bytes - 2 * cfg.tile_bytes
     gm_ref = GoldenModel(cfg)
-    gm_ref.run(bytearray(dram), 0, 1024)
-    assert (gm.buf[f["out_addr"]:] == gm_ref.buf[f["out_addr"]:]).all()
-    # invalidate the entry: everything misses again
-    sg_base, sg = _sg_program(cfg, [(0, 0, 0, 0)], base=len(dram))
-    d2[sg_base:sg_base + len(sg)] = sg
-    gm.run(d2, sg_base, 1024)
-    assert gm.resident_tiles() == 0 and gm.run(bytearray(dram), 0, 1024).pb_hits == 0
-
-
-@pytest.mark.parametrize("ranges", [[(8, 0, 1, 0)], [(0, 0, 9, 0)], [(1, 0, 4, 6)]])
-def test_loadsg_overflow_is_error_3_and_changes_nothing(ranges):
-    from dataclasses import replace
-    cfg = replace(PRESETS["tiny"], pb_tiles=8, res_ranges=8)
-    dram = bytearray(4096)
-    sg_base, sg = _sg_program(cfg, ranges, base=0)
-    dram[0:len(sg)] = sg
+    gm_ref.run(want, 0, 1024)
     gm = GoldenModel(cfg)
-    c = gm.run(dram, 0, 1024)
-    assert c.error == 3 and gm.resident_tiles() == 0 and c.w_rd_bytes == 0
+    d2 = bytearray(dram) + bytearray(4096)
+    sg = _put(d2, len(dram), box_load(f, 5, rows, cols, 3))         # the whole layer, key 5, slots 3..
+    load = gm.run(d2, sg, 1024)
+    assert load.error == 0 and load.w_rd_bytes == rows * cols * T and load.pb_hits == load.pb_misses == 0
+    assert gm.resident_tiles() == rows * cols and gm.res_table[5] == (rows, cols, 3)
+    # the query selects the entry with PBKEY (the program at 0 is the CONV at 0, HALT)
+    q = _put(d2, len(dram) + 1024, [pbkey(5), bytes(d2[0:32])])
+    # PB contents must be what the query uses: corrupt the DRAM copy, the PB copy keeps the result
+    d2[1024:1024 + (f["n_groups"] * f["tile_sg"] + 2) * T] = bytes((f["n_groups"] * f["tile_sg"] + 2) * T)
+    res = gm.run(d2, q, 1024)
+    assert res.error == 0 and res.pb_hits == rows * cols and res.pb_misses == 0
+    assert res.w_rd_bytes == base.w_rd_bytes - rows * cols * T
+    assert res.instrs == 3 and res.instr_rd_bytes == 96
+    assert (gm.buf[f["out_addr"]:] == gm_ref.buf[f["out_addr"]:]).all()
+    # without PBKEY (every program starts with none) nothing hits: the key does not persist
+    assert gm.run(d2, 0, 1024).pb_hits == 0
+    # invalidate the entry (rows*c_res == 0): everything misses again
+    inv = _put(d2, len(dram) + 2048, [isa.encode(Op.SETRES, key=5, rows=rows, c_res=0, pb_slot=0)])
+    assert gm.run(d2, inv, 1024).error == 0
+    assert gm.resident_tiles() == 0 and gm.res_table[5] is None
+    assert gm.run(d2, q, 1024).pb_hits == 0
+
+
+@pytest.mark.parametrize("preset", ["tiny", "16x8"])
+@pytest.mark.parametrize("dw", [0, 1])
+def test_pb_box_matches_naive(preset, dw):
+    """A random box (rows x c_res, partial or wider than the CONV) over random PB contents: tile
+    (i, c) with i < rows and c < c_res is PB slot slot + i*c_res + c, every other tile DRAM."""
+    from dataclasses import replace
+    cfg = replace(PRESETS[preset], pb_tiles=96, res_entries=4)
+    R, T = cfg.pe_rows, cfg.tile_bytes
+    rng = np.random.default_rng(40 + dw)
+    for trial in range(8):
+        f, n_tiles = random_conv(rng, cfg, dw)
+        rows, cols = conv_shape(f, R)
+        lanes = cfg.pe_cols if dw else R
+        n_rec = f["n_groups"] * lanes
+        weight_base = 2048
+        src = n_tiles                                   # PB contents: tiles n_tiles .. + pb_tiles
+        dram = bytearray(weight_base + (n_tiles + cfg.pb_tiles) * T)
+        f["param_addr"] = 1024
+        dram[1024:1024 + 8 * n_rec] = isa.pack_params(
+            rng.integers(-3000, 3000, n_rec), rng.integers(1, 1 << 16, n_rec), rng.integers(0, 24, n_rec))
+        dram[weight_base:] = rng.integers(-128, 128, len(dram) - weight_base).astype(np.int8).tobytes()
+        while True:
+            br, bc = int(rng.integers(1, rows + 3)), int(rng.integers(1, cols + 3))
+            if br * bc <= cfg.pb_tiles:
+                break
+        slot = int(rng.integers(0, cfg.pb_tiles - br * bc + 1))
+        key = int(rng.integers(0, 4))
+        sgp = _put(dram, 0, [isa.encode(Op.LOADSG, tile_lo=src, n_tiles=cfg.pb_tiles, pb_slot=0),
+                             isa.encode(Op.SETRES, key=key, rows=br, c_res=bc, pb_slot=slot)])
+        qp = _put(dram, 128, [pbkey(key), isa.encode(Op.CONV, **f)])
+        gm = GoldenModel(cfg)
+        assert gm.run(dram, sgp, weight_base).w_rd_bytes == cfg.pb_tiles * T
+        gm.buf[:] = rng.integers(-128, 128, gm.buf.shape)
+        before = gm.buf.astype(int).copy()
+        # the naive result: the hit tiles' DRAM copies replaced by their PB slots
+        eff = bytearray(dram)
+        hits = 0
+        for i in range(rows):
+            for c in range(cols):
+                if i < br and c < bc:
+                    t, s = conv_tile(f, i, c), src + slot + i * bc + c
+                    eff[weight_base + t * T:weight_base + (t + 1) * T] = dram[weight_base + s * T:weight_base + (s + 1) * T]
+                    hits += 1
+        expect = naive_conv(cfg, before, eff, weight_base, f)
+        cnt = gm.run(dram, qp, weight_base)
+        assert cnt.error == 0
+        for addr, y in expect.items():
+            assert list(gm.buf[addr]) == list(y), (trial, addr)
+        assert cnt.pb_hits == hits == min(br, rows) * min(bc, cols)
+        assert cnt.pb_misses == rows * cols - hits
+        assert cnt.w_rd_bytes == (rows * cols - hits) * T + 8 * n_rec
+
+
+def _state(gm):
+    return list(gm.res_table), gm.pb.copy()
+
+
+@pytest.mark.parametrize("prog,instrs", [
+    ([isa.encode(Op.LOADSG, tile_lo=0, n_tiles=9, pb_slot=0)], 1),                 # n_tiles > pb_tiles
+    ([isa.encode(Op.LOADSG, tile_lo=0, n_tiles=2, pb_slot=1),
+      isa.encode(Op.LOADSG, tile_lo=0, n_tiles=4, pb_slot=5)], 2),                  # slot + n > pb_tiles
+    ([isa.encode(Op.SETRES, key=8, rows=1, c_res=1, pb_slot=0)], 1),               # key >= res_entries
+    ([isa.encode(Op.SETRES, key=8, rows=0, c_res=0, pb_slot=0)], 1),               # even to invalidate
+    ([isa.encode(Op.SETRES, key=1, rows=1, c_res=4, pb_slot=0),
+      isa.encode(Op.SETRES, key=2, rows=3, c_res=3, pb_slot=0)], 2),               # rows*c_res > pb_tiles
+    ([isa.encode(Op.SETRES, key=2, rows=0xFFFF, c_res=0xFFFF, pb_slot=0)], 1),     # no 16-bit wrap
+    ([isa.encode(Op.SETRES, key=2, rows=2, c_res=2, pb_slot=5)], 1),               # slot + rows*c_res
+    ([isa.encode(Op.PBKEY, key=8, on=1)], 1),                                       # PBKEY on, bad key
+    ([isa.encode(Op.PBKEY, key=255, on=1)], 1),
+], ids=["loadsg_n", "loadsg_slot", "setres_key", "setres_key_inval", "setres_size", "setres_wrap",
+        "setres_slot", "pbkey_key", "pbkey_255"])
+def test_pb_errors_are_error_3_and_change_nothing(prog, instrs):
+    from dataclasses import replace
+    cfg = replace(PRESETS["tiny"], pb_tiles=8, res_entries=8)
+    dram = bytearray(4096)
+    dram[1024:] = np.random.default_rng(1).integers(-128, 128, 3072).astype(np.int8).tobytes()
+    gm = GoldenModel(cfg)
+    ok = _put(dram, 512, [isa.encode(Op.LOADSG, tile_lo=20, n_tiles=8, pb_slot=0),
+                          isa.encode(Op.SETRES, key=3, rows=2, c_res=3, pb_slot=1)])
+    assert gm.run(dram, ok, 1024).error == 0
+    before = _state(gm)
+    c = gm.run(dram, _put(dram, 0, prog + [isa.encode(Op.LOADSG, tile_lo=0, n_tiles=1, pb_slot=0)]), 1024)
+    assert c.error == 3 and c.instrs == instrs                 # the bad one ends the program
+    after = _state(gm)
+    if instrs == 1:
+        assert after[0] == before[0] and (after[1] == before[1]).all() and c.w_rd_bytes == 0
+    # what ran before the bad instruction is applied, the bad one changes nothing
+    if prog[0][0] == Op.SETRES and instrs == 2:
+        assert after[0][1] == (1, 4, 0) and after[0][2] is None and after[0][3] == (2, 3, 1)
+
+
+def test_pbkey_off_ignores_key_and_persistence():
+    """PBKEY off (any key) selects none; PBKEY on a valid key whose entry is invalid hits nothing;
+    the table and the PB persist across programs, the PBKEY does not."""
+    from dataclasses import replace
+    cfg = replace(PRESETS["tiny"], pb_tiles=64, res_entries=4)
+    f, dram = _conv_program(cfg, np.random.default_rng(2))
+    rows, cols = conv_shape(f, cfg.pe_rows)
+    d = bytearray(dram) + bytearray(4096)
+    conv = bytes(d[0:32])
+    gm = GoldenModel(cfg)
+    assert gm.run(d, _put(d, len(dram), box_load(f, 2, rows, cols, 0)), 1024).error == 0
+    n = rows * cols
+    cases = [([pbkey(2), conv], n), ([isa.encode(Op.PBKEY, key=200, on=0), conv], 0),
+             ([pbkey(2), pbkey(None), conv], 0), ([pbkey(1), conv], 0), ([pbkey(3), conv], 0),
+             ([pbkey(1), conv, pbkey(2), conv, pbkey(None), conv], n), ([pbkey(2)], 0), ([conv], 0)]
+    for k, (prog, hits) in enumerate(cases):
+        c = gm.run(d, _put(d, len(dram) + 1024, prog), 1024)
+        assert c.error == 0 and c.pb_hits == hits, k
+        assert c.instrs == len(prog) + 1
+    assert [op.op for op in c.trace] == [Op.CONV, Op.HALT]
 
 
 def test_lut_and_mul_match_naive():

@@ -1,4 +1,4 @@
-"""ISA v2 Persistent Buffer on the Verilated accelerator (sim.rtl.RtlSim): SubGraph residency.
+"""ISA v4 Persistent Buffer on the Verilated accelerator (sim.rtl.RtlSim): SubGraph residency.
 
 The jobs of one ``RtlSim.run_jobs`` batch run on one accelerator without a reset in between, so
 the Persistent Buffer and the residency table persist from job to job exactly as they do between
@@ -37,14 +37,18 @@ def conv_prog(cfg, *, k, in_hw, cin_w, n_groups, tile_base, in_dram, out_dram, p
     return b"".join(prog), n_groups * tsg, out_words * V
 
 
-def sg_prog(ranges):
-    return b"".join([encode(Op.LOADSG, entry=e, tile_lo=lo, n_tiles=n, pb_slot=s) for e, lo, n, s in ranges]
+def sg_prog(loads, boxes):
+    """LOADSG per (tile_lo, n_tiles, pb_slot), SETRES per (key, rows, c_res, pb_slot), HALT."""
+    return b"".join([encode(Op.LOADSG, tile_lo=lo, n_tiles=n, pb_slot=s) for lo, n, s in loads]
+                    + [encode(Op.SETRES, key=k, rows=r, c_res=c, pb_slot=s) for k, r, c, s in boxes]
                     + [encode(Op.HALT)])
 
 
 class Scenario:
     """One DRAM image with two convs (A: 3x3, B: 1x1) sharing one weight image, their SubGraph
-    load programs and an eviction program; ``job(name)`` runs program ``name``."""
+    load programs and an eviction program; ``job(name)`` runs program ``name``.  Conv A runs with
+    PBKEY 0, conv B with PBKEY 1 (layer boxes: A's rows (g, ky, kx) x cin_w words, B's groups x
+    cin_w words)."""
 
     def __init__(self, cfg, seed=0, a=dict(k=3, in_hw=4, cin_w=4, n_groups=4), b=dict(k=1, in_hw=2, cin_w=8, n_groups=8)):
         V, T, R = cfg.pe_cols, cfg.tile_bytes, cfg.pe_rows
@@ -56,7 +60,7 @@ class Scenario:
         self.progs = {}
         pos = 0
         tile = 0
-        for name, g in (("A", a), ("B", b)):
+        for key, (name, g) in enumerate((("A", a), ("B", b))):
             in_words = g["in_hw"] ** 2 * g["cin_w"]
             in_dram = lay["in"] + (0 if name == "A" else 0x1000)
             out_dram = lay["out"] + (0 if name == "A" else 0x2000)
@@ -67,7 +71,7 @@ class Scenario:
             img[in_dram:in_dram + in_words * V] = rng.integers(-128, 128, in_words * V).astype(np.int8).tobytes()
             p, ntiles, out_bytes = conv_prog(cfg, tile_base=tile, in_dram=in_dram, out_dram=out_dram,
                                              param_addr=par, **g)
-            self.progs[name] = (pos, p)
+            self.progs[name] = (pos, encode(Op.PBKEY, key=key, on=1) + p)
             pos += 0x100
             self.outs[name] = (out_dram, out_bytes)
             setattr(self, f"tiles_{name}", (tile, ntiles))
@@ -77,10 +81,14 @@ class Scenario:
         lo_a, n_a = self.tiles_A
         lo_b, n_b = self.tiles_B
         assert n_a + n_b <= cfg.pb_tiles
-        # SubGraph A: A's tiles in two ranges; SubGraph B: evict A, load B at the other end of the PB
-        self.progs["load_A"] = (pos, sg_prog([(0, lo_a, n_a // 2, 0), (1, lo_a + n_a // 2, n_a - n_a // 2, n_a // 2)]))
+        # SubGraph A: A's tiles loaded in two runs, one box; SubGraph B: evict A, load B at the other
+        # end of the PB
+        ra, rb = a["k"] ** 2 * a["n_groups"], b["k"] ** 2 * b["n_groups"]
+        self.progs["load_A"] = (pos, sg_prog([(lo_a, n_a // 2, 0), (lo_a + n_a // 2, n_a - n_a // 2, n_a // 2)],
+                                             [(0, ra, a["cin_w"], 0)]))
         pos += 0x100
-        self.progs["swap_B"] = (pos, sg_prog([(0, 0, 0, 0), (1, 0, 0, 0), (2, lo_b, n_b, cfg.pb_tiles - n_b)]))
+        self.progs["swap_B"] = (pos, sg_prog([(lo_b, n_b, cfg.pb_tiles - n_b)],
+                                             [(0, 0, 0, 0), (1, rb, b["cin_w"], cfg.pb_tiles - n_b)]))
         pos += 0x100
         for name, (at, p) in self.progs.items():
             assert at + len(p) <= lay["params"]

@@ -2,19 +2,21 @@
 end-to-end programs on the whole SushiAccel compared with the golden model (no Verilator)."""
 import random
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from sushi.config import PRESETS, AccelConfig
-from sushi.isa import ISA_VERSION, LUT_BYTES, Op, encode, pack_params, requant
+from sushi.isa import ISA_VERSION, LUT_BYTES, Op, decode, encode, pack_params, requant
 from rtl.accel import SushiAccel
 from rtl.csr import CSR_MAP
 from rtl.pe_array import PeArray
 from rtl.postproc import LATENCY, Postproc
-from rtl.weight_fetch import ResidencyCheck
 from rtl.window import WindowGen
+
+from pbprog import box_load, pbkey
 
 TINY = PRESETS["tiny"]
 TINY_PB = PRESETS["tiny-pb"]
@@ -179,46 +181,6 @@ def test_window_gen_matches_loops(c):
             await ctx.tick()
     _run(dut, tb)
     assert got == exp
-
-
-# ----------------------------------------------------------------------------- residency hook
-def test_residency_without_pb_always_misses():
-    dut = ResidencyCheck(TINY)
-
-    async def tb(ctx):
-        for t in (0, 1, 77, (1 << 24) - 1):
-            ctx.set(dut.tile_id, t)
-            assert ctx.get(dut.hit) == 0
-    _run(dut, tb)
-
-
-def test_residency_table_ranges():
-    cfg = AccelConfig(pe_rows=4, pe_cols=4, pb_tiles=64, res_ranges=3)
-    dut = ResidencyCheck(cfg)
-
-    async def tb(ctx):
-        for t in (0, 10, 20):                       # reset: every entry invalid
-            ctx.set(dut.tile_id, t)
-            assert ctx.get(dut.hit) == 0
-        for idx, lo, n, slot in ((1, 10, 10, 40), (2, 5, 10, 0), (0, 0, 0, 7)):
-            ctx.set(dut.set_en, 1); ctx.set(dut.set_idx, idx); ctx.set(dut.set_lo, lo)
-            ctx.set(dut.set_n, n); ctx.set(dut.set_slot, slot)
-            await ctx.tick()
-        ctx.set(dut.set_en, 0)
-        # entry 1 (lower index) wins over entry 2 on their overlap 10..14
-        for t, h, sl in ((4, 0, None), (5, 1, 0), (9, 1, 4), (10, 1, 40), (14, 1, 44), (19, 1, 49), (20, 0, None)):
-            ctx.set(dut.tile_id, t)
-            assert ctx.get(dut.hit) == h, t
-            if h:
-                assert ctx.get(dut.slot) == sl, t
-        ctx.set(dut.set_en, 1); ctx.set(dut.set_idx, 1); ctx.set(dut.set_n, 0)     # invalidate
-        await ctx.tick()
-        ctx.set(dut.set_en, 0)
-        ctx.set(dut.tile_id, 10)
-        assert ctx.get(dut.hit) == 1 and ctx.get(dut.slot) == 5
-        ctx.set(dut.tile_id, 15)
-        assert ctx.get(dut.hit) == 0
-    _run(dut, tb)
 
 
 # ----------------------------------------------------------------------------- whole accelerator
@@ -433,10 +395,16 @@ def test_accel_load_store_bursts_split(monkeypatch):
 
 
 @pytest.mark.parametrize("raw,code", [
-    (bytes([9]) + bytes(31), 1), (bytes([0xFF]) + bytes(31), 1),
-    (encode(Op.LOADSG, entry=0, tile_lo=0, n_tiles=1, pb_slot=0), 3),        # no PB at all
-    (encode(Op.LOADSG, entry=8, tile_lo=0, n_tiles=0, pb_slot=0), 3),        # entry >= res_ranges
-], ids=["unknown9", "unknown255", "loadsg_no_pb", "loadsg_bad_entry"])
+    (bytes([11]) + bytes(31), 1), (bytes([0xFF]) + bytes(31), 1),
+    (encode(Op.LOADSG, tile_lo=0, n_tiles=1, pb_slot=0), 3),                 # no PB at all
+    (encode(Op.LOADSG, tile_lo=0, n_tiles=0, pb_slot=1), 3),
+    (encode(Op.SETRES, key=0, rows=1, c_res=1, pb_slot=0), 3),               # no PB: no box
+    (encode(Op.SETRES, key=0, rows=0, c_res=3, pb_slot=1), 3),
+    (encode(Op.SETRES, key=64, rows=0, c_res=0, pb_slot=0), 3),              # key >= res_entries
+    (encode(Op.PBKEY, key=64, on=1), 3),                                     # PBKEY on, key >= res_entries
+    (encode(Op.PBKEY, key=255, on=1), 3),
+], ids=["unknown11", "unknown255", "loadsg_no_pb", "loadsg_slot", "setres_no_pb", "setres_slot",
+        "setres_bad_key", "pbkey_bad_key", "pbkey_255"])
 def test_accel_error_codes_then_next_start_runs(raw, code):
     """An error stops the program (STATUS shows it until the next START); the next START runs a
     real program correctly and clears the error."""
@@ -531,61 +499,126 @@ def test_accel_lut_mul_match_golden(cfg, kw):
     assert got["w_rd_bytes"] == 3 * LUT_BYTES
 
 
-# ----------------------------------------------------------------------------- ISA v2: Persistent Buffer
-def _sg(ranges) -> bytes:
-    return b"".join([encode(Op.LOADSG, entry=e, tile_lo=lo, n_tiles=n, pb_slot=s) for e, lo, n, s in ranges]
-                    + [encode(Op.HALT)])
+# ----------------------------------------------------------------------------- ISA v4: Persistent Buffer
+def _prog(*parts) -> bytes:
+    """A program from instructions (bytes) and lists of them; HALT appended."""
+    out = []
+    for p in parts:
+        out += [p] if isinstance(p, bytes) else list(p)
+    return b"".join(out + [encode(Op.HALT)])
+
+
+def _conv_body(img) -> list:
+    """LOAD, CONV, STORE of a :func:`_conv_program` image (its HALT dropped)."""
+    return [bytes(img[k:k + 32]) for k in (0, 32, 64)]
+
+
+def _images(base, progs: dict) -> tuple:
+    """``base`` image with every program of ``progs`` appended; -> (image, {name: address})."""
+    img, at = bytearray(base), {}
+    for k, p in progs.items():
+        at[k] = -(-len(img) // 64) * 64
+        img += bytes(at[k] - len(img)) + p
+    return img, at
+
+
+def test_accel_pb_instrs_without_pb():
+    """No PB: an empty SETRES, PBKEY off (any key) and PBKEY on a valid key are fine (nothing hits)."""
+    cfg = TINY
+    img, _, wb = _conv_program(cfg, np.random.default_rng(3), kh=3, kw=3, in_h=3, in_w=3, cin_w=2, n_groups=1)
+    body = _conv_body(img)
+    img, at = _images(img, {"p": _prog(encode(Op.SETRES, key=63, rows=0, c_res=0, pb_slot=0),
+                                       encode(Op.SETRES, key=0, rows=5, c_res=0, pb_slot=0),
+                                       encode(Op.LOADSG, tile_lo=7, n_tiles=0, pb_slot=0),
+                                       encode(Op.PBKEY, key=200, on=0), pbkey(0), body, pbkey(63), body[1])})
+    got, _ = _check_seq_vs_golden(cfg, [(bytearray(img), at["p"], wb)], stall=0.1)
+    assert got[0]["error"] == 0 and got[0]["pb_hits"] == 0 and got[0]["pb_misses"] == 2 * 18
 
 
 def test_accel_pb_residency_sequence():
-    """One accelerator, one golden model, a sequence of programs: a conv with nothing resident, a
-    SubGraph load (overlapping entries: the first wins; a gap in the middle breaks the bursts), the
-    conv with hits, an invalidation, an overflowing LOADSG (error 3, the LOADSG before it applied,
-    nothing of the bad one), the conv again (correct after the error), a bad entry index, a swap to
-    a full-residency SubGraph and the conv once more."""
-    cfg = TINY_PB                    # 4x4, pb_tiles=64, res_ranges=8
-    base, _, wb = _conv_program(cfg, np.random.default_rng(21), kh=3, kw=3, in_h=3, in_w=3, cin_w=2,
-                                n_groups=2)           # tiles 0..35
+    """One accelerator, one golden model, a sequence of programs (layer boxes, docs/isa.md): a conv
+    with nothing resident, a SubGraph load (a whole-column box of rows 0..9 and a one-column box of
+    12 rows, one LOADSG per tile), the conv with either key (hits break the DRAM bursts), PBKEY off,
+    a key whose entry is invalid, PBKEY persisting only within its program, an invalidation, an
+    overflowing LOADSG (error 3: the LOADSG and SETRES before it applied, nothing of the bad one),
+    the conv again (correct after the error), bad SETRES / PBKEY (error 3) and the conv once more."""
+    cfg = replace(TINY_PB, res_entries=8)         # 4x4, pb_tiles=64
+    img, _, wb = _conv_program(cfg, np.random.default_rng(21), kh=3, kw=3, in_h=3, in_w=3, cin_w=2,
+                               n_groups=2)           # tiles 0..35: row i (18), column c (2): id 2i + c
+    body = _conv_body(img)
+    f = decode(body[1]).fields
     progs = {
-        "sg1": _sg([(3, 0, 10, 50), (0, 4, 8, 0), (5, 20, 12, 20)]),    # 0..3 @50.., 4..11 @0.. (entry 0 wins), 20..31
-        "inval": _sg([(0, 0, 0, 0)]),                                  # 4..9 fall back to entry 3
-        "overflow": _sg([(1, 12, 4, 40), (2, 0, 30, 40), (4, 0, 1, 0)]),
-        "bad_entry": _sg([(9, 0, 1, 0)]),
-        "swap": _sg([(e, 0, 0, 0) for e in range(8)] + [(7, 0, 36, 28)]),
+        "conv": _prog(body),
+        "sg1": _prog(box_load(f, 3, 10, 2, 30), box_load(f, 5, 12, 1, 0)),     # 20 + 12 tiles
+        "k3": _prog(pbkey(3), body),
+        "k5": _prog(pbkey(5), body),
+        "off": _prog(pbkey(3), pbkey(None), body),
+        "k7": _prog(pbkey(7), body),                                            # valid key, no entry
+        "k5_k3_off": _prog(pbkey(5), body, pbkey(3), body, pbkey(None), body),
+        "key_only": _prog(pbkey(3)),
+        "inval": _prog(encode(Op.SETRES, key=3, rows=0, c_res=5, pb_slot=0)),
+        "overflow": _prog(encode(Op.LOADSG, tile_lo=0, n_tiles=36, pb_slot=28),
+                          encode(Op.SETRES, key=3, rows=18, c_res=2, pb_slot=28),
+                          encode(Op.LOADSG, tile_lo=0, n_tiles=5, pb_slot=60)),
+        "bad_setres": _prog(encode(Op.SETRES, key=5, rows=0, c_res=0, pb_slot=0),
+                            encode(Op.SETRES, key=2, rows=5, c_res=13, pb_slot=0)),
+        "bad_key": _prog(encode(Op.SETRES, key=5, rows=12, c_res=1, pb_slot=0), pbkey(5),
+                         encode(Op.SETRES, key=8, rows=1, c_res=1, pb_slot=0)),
+        "bad_pbkey": _prog(pbkey(8)),
     }
-    at = {}
-    img = bytearray(base)
-    for k, p in progs.items():
-        at[k] = len(img)
-        img += p
-    seq = ["conv", "sg1", "conv", "inval", "conv", "overflow", "conv", "bad_entry", "conv", "swap", "conv"]
-    runs = [(bytearray(img), at.get(k, 0), wb) for k in seq]
+    img, at = _images(img, progs)
+    seq = ["conv", "sg1", "k3", "k5", "off", "k7", "k5_k3_off", "key_only", "conv", "inval", "k3",
+           "overflow", "k3", "k5", "bad_setres", "k5", "k3", "bad_key", "bad_pbkey", "k5"]
+    runs = [(bytearray(img), at[k], wb) for k in seq]
     got, exp = _check_seq_vs_golden(cfg, runs, stall=0.15, seed=3)
     r = dict(zip(range(len(seq)), got))
+    T = cfg.tile_bytes
     assert r[0]["pb_hits"] == 0 and r[0]["pb_misses"] == 36
-    assert r[1]["w_rd_bytes"] == 30 * cfg.tile_bytes and r[1]["error"] == 0
-    assert r[2]["pb_hits"] == 24 and r[2]["pb_misses"] == 12
-    assert r[4]["pb_hits"] == 22                      # 0..9 (entry 3) + 20..31
-    assert r[5]["error"] == 3 and r[5]["instrs"] == 2 and r[5]["w_rd_bytes"] == 4 * cfg.tile_bytes
-    assert r[6]["pb_hits"] == 26 and r[6]["error"] == 0   # + 12..15 from the LOADSG before the bad one
-    assert r[7]["error"] == 3 and r[7]["w_rd_bytes"] == 0
-    assert r[10]["pb_hits"] == 36 and r[10]["pb_misses"] == 0
-    assert r[10]["w_rd_bytes"] == exp[10]["w_rd_bytes"] == 2 * cfg.pe_rows * 8    # records only
-    # a resident SubGraph is faster: same conv, all tiles hit vs all miss
-    assert r[10]["cycles"] < r[0]["cycles"]
+    assert r[1]["w_rd_bytes"] == 32 * T and r[1]["error"] == 0 and r[1]["instrs"] == 1 + 12 + 1 + 2
+    assert r[2]["pb_hits"] == 20 and r[2]["pb_misses"] == 16
+    assert r[3]["pb_hits"] == 12 and r[3]["pb_misses"] == 24
+    assert r[4]["pb_hits"] == r[5]["pb_hits"] == 0
+    assert r[6]["pb_hits"] == 32 and r[6]["pb_misses"] == 3 * 36 - 32
+    assert r[8]["pb_hits"] == 0                           # the PBKEY of the program before is gone
+    assert r[10]["pb_hits"] == 0                          # entry 3 invalidated
+    assert r[11]["error"] == 3 and r[11]["instrs"] == 3 and r[11]["w_rd_bytes"] == 36 * T
+    assert r[12]["pb_hits"] == 36 and r[12]["error"] == 0 and r[12]["w_rd_bytes"] == 2 * cfg.pe_rows * 8
+    assert r[13]["pb_hits"] == 12                        # entry 5 (slots 0..11) untouched
+    assert r[14]["error"] == 3 and r[14]["instrs"] == 2
+    assert r[15]["pb_hits"] == 0 and r[16]["pb_hits"] == 36
+    assert r[17]["error"] == 3 and r[17]["instrs"] == 3
+    assert r[18]["error"] == 3 and r[18]["instrs"] == 1
+    assert r[19]["pb_hits"] == 12 and r[19]["error"] == 0
+    # a resident layer is faster: same conv, all tiles hit vs all miss
+    assert r[12]["cycles"] < r[0]["cycles"]
+    assert exp[12]["pb_hits"] == 36
 
 
 def test_accel_pb_dw_and_1x1_hits():
-    """Depthwise and 1x1 convs with a partly resident weight set on the 8x8 geometry with a PB."""
-    cfg = AccelConfig(name="pb8", pe_rows=8, pe_cols=8, act_buf_words=1024, wbuf_tiles=32, pb_tiles=16,
-                      res_ranges=2)
+    """Depthwise and 1x1 convs with partial boxes on the 8x8 geometry with a PB (20 tiles, 3 table
+    entries: neither a power of two): a dw box of 1 of 2 rows and 3 of 4 columns; a 1x1 box with
+    more rows and columns (c_res = 4 > cin_w = 3) than the conv uses, so the conv's rows are c_res
+    slots apart; key 2 (no entry) hits nothing, key 3 is error 3."""
+    cfg = AccelConfig(name="pb8", pe_rows=8, pe_cols=8, act_buf_words=1024, wbuf_tiles=32, pb_tiles=20,
+                      res_entries=3)
     dwimg, _, wb = _conv_program(cfg, np.random.default_rng(31), dw=1, kh=5, kw=5, pt=2, pl=2, in_h=3, in_w=3,
                                  cin_w=2, n_groups=2)          # NT = 4 tiles per group: 0..7
     pwimg, _, wb2 = _conv_program(cfg, np.random.default_rng(32), kh=1, kw=1, pt=0, pl=0, in_h=2, in_w=2,
                                   cin_w=3, n_groups=2)          # tiles 0..5
-    sgimg = bytearray(max(len(dwimg), len(pwimg)))
-    sgimg[:] = dwimg + bytes(len(sgimg) - len(dwimg))
-    sgimg[512:512 + 3 * 32] = _sg([(1, 1, 2, 14), (0, 5, 3, 0)])
-    runs = [(bytearray(sgimg), 512, wb), (bytearray(dwimg), 0, wb), (bytearray(pwimg), 0, wb2)]
+    fd, fp = decode(_conv_body(dwimg)[1]).fields, decode(_conv_body(pwimg)[1]).fields
+    dwimg, dat = _images(dwimg, {"sg": _prog(box_load(fd, 1, 1, 3, 17)),
+                                 "q": _prog(pbkey(1), _conv_body(dwimg), pbkey(0), _conv_body(dwimg)[1],
+                                            pbkey(2), _conv_body(dwimg)[1])})
+    pwimg, pat = _images(pwimg, {"sg": _prog(box_load(fp, 0, 3, 4, 5, used_rows=2, used_cols=3)),
+                                 "q": _prog(pbkey(0), _conv_body(pwimg), pbkey(1), _conv_body(pwimg)[1]),
+                                 "bad": _prog(pbkey(2), pbkey(3), _conv_body(pwimg))})
+    runs = [(bytearray(dwimg), dat["sg"], wb), (bytearray(pwimg), pat["sg"], wb2),
+            (bytearray(dwimg), dat["q"], wb), (bytearray(pwimg), pat["q"], wb2), (bytearray(pwimg), pat["bad"], wb2),
+            (bytearray(pwimg), pat["q"], wb2)]
     got, _ = _check_seq_vs_golden(cfg, runs, stall=0.1)
-    assert got[1]["pb_hits"] == 5 and got[2]["pb_hits"] == 3
+    # dw: 3 hits with its own box, then all 8 tiles with the 1x1's box (rows 2 < 3, columns 4 <= 4)
+    assert got[2]["pb_hits"] == 3 + 8 and got[2]["pb_misses"] == 5 + 8
+    # 1x1: all 6 tiles with its box, then row 0 columns 0..2 with the dw box
+    assert got[3]["pb_hits"] == 6 + 3 and got[3]["pb_misses"] == 3
+    assert got[4]["error"] == 3 and got[4]["instrs"] == 2
+    assert got[5]["error"] == 0 and got[5]["pb_hits"] == 9

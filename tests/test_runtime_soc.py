@@ -57,16 +57,25 @@ def test_memory_round_trip_aligned_unaligned_and_chunked(dev):
 
 @pytest.mark.rtl
 def test_subgraph_and_queries_bit_exact_against_golden(dev, build):
+    from dataclasses import replace
+
+    from pbprog import box_load, conv_shape, split, with_keys
     from sim.golden import COUNTER_NAMES, GoldenModel
     from sushi.verify import make_inputs
     img, prog_base, weight_base = build.dram_image()
-    n_tiles = build.manifest["weights"]["n_tiles"]
-    # the SubGraph: the first pb_tiles weight tiles, one LOADSG program after the image
-    sg_base = (len(img) + 63) // 64 * 64
-    sg = isa.pack_program([isa.encode(isa.Op.LOADSG, entry=0, tile_lo=0,
-                                      n_tiles=min(n_tiles, CFG.pb_tiles), pb_slot=0),
-                           isa.encode(isa.Op.HALT)])
-    img = bytearray(img) + bytearray(sg_base - len(img)) + bytearray(sg)
+    # the SubGraph: a layer box of the main program's first CONV (key 0, as many rows as fit), one
+    # load program after the image; the query: the main program with PBKEY 0 on for that layer
+    raw = split(img[prog_base:])
+    f0 = next(isa.decode(w).fields for w in raw if w[0] == isa.Op.CONV)
+    rows, cols = conv_shape(f0, CFG.pe_rows)
+    geom = lambda f: tuple(f[k] for k in ("dw", "tile_base", "tile_sg", "tile_sky", "tile_skx"))  # noqa: E731
+    img = bytearray(img)
+    at = {}
+    for name, prog in (("sg", box_load(f0, 0, min(rows, CFG.pb_tiles // cols), cols, 0) + [isa.encode(isa.Op.HALT)]),
+                       ("q", with_keys(raw, lambda k, f: 0 if geom(f) == geom(f0) else None))):
+        at[name] = (len(img) + 63) // 64 * 64
+        img += bytearray(at[name] - len(img)) + b"".join(prog)
+    sg_base = at["sg"]
     t0 = time.perf_counter()
     dev.write_mem(0, bytes(img))
     load_s = time.perf_counter() - t0
@@ -76,7 +85,7 @@ def test_subgraph_and_queries_bit_exact_against_golden(dev, build):
     c = dev.load_subgraph(sg_base, weight_base)
     assert c["error"] == 0 and c["w_rd_bytes"] == gc.w_rd_bytes > 0
 
-    prog = Program.from_build(build)
+    prog = replace(Program.from_build(build), prog_base=at["q"])
     (in_addr, in_n), = prog.inputs
     xs = make_inputs(build, 3, seed=0)
     t0 = time.perf_counter()
@@ -85,7 +94,7 @@ def test_subgraph_and_queries_bit_exact_against_golden(dev, build):
         build.write_input(scratch, build.quantize_input(x[None]))
         inp = bytes(scratch[in_addr:in_addr + in_n])
         gimg[in_addr:in_addr + in_n] = inp
-        g = golden.run(gimg, prog_base, weight_base)
+        g = golden.run(gimg, at["q"], weight_base)
         a, n = prog.outputs[0]
         res = dev.run(prog, inp)
         assert res.error == 0
@@ -93,6 +102,9 @@ def test_subgraph_and_queries_bit_exact_against_golden(dev, build):
         for k in COUNTER_NAMES:
             assert res.counters[k] == getattr(g, k), k
         assert res.counters["pb_hits"] > 0 and res.counters["cycles"] > 0
+        cold = bytearray(gimg)                                 # the PB holds the layer's weights
+        assert GoldenModel(CFG).run(cold, prog_base, weight_base).pb_hits == 0
+        assert cold[a:a + n] == gimg[a:a + n]
     print(f"image {len(img)} B loaded in {load_s:.2f} s; 3 queries in {time.perf_counter() - t0:.2f} s")
 
 
