@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 
+from sushi.blas import single_blas_thread
 from sushi.config import AccelConfig, ConfigError, load_config
 
 from .output import publish, staging_dir
@@ -68,6 +69,7 @@ def _io_record(name, t, shape, scale):
                 c_words=t["c_words"], bytes=t["bytes"], scale=float(scale))
 
 
+@single_blas_thread
 def compile_onnx(model_path_or_proto, cfg, out_dir, calib=None, progress: bool = True) -> dict:
     """Compile an ONNX model for one accelerator configuration.
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sushi.blas import single_blas_thread
 from sushi.config import ConfigError, load_config
 
 from .catalog import build_catalog, loadsg_program, runs_of
@@ -189,6 +190,7 @@ def _io(name, t, shape, scale):
                 c_words=t["c_words"], bytes=t["bytes"], scale=float(scale))
 
 
+@single_blas_thread
 def plan_supernet(supernet_onnx, manifest_path, cfg, calib=None, progress=False) -> SupernetPlan:
     """Share analysis, quantization and lowering of every SubNet, in memory (no files)."""
     from models.subnets import ManifestError, load_subnets
@@ -288,6 +290,7 @@ def _share_summary(report, plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+@single_blas_thread
 def compile_supernet(supernet_onnx, manifest_path, cfg, out_dir, calib=None, progress: bool = True,
                      return_plan: bool = False):
     """Compile a SuperNet and every SubNet of its manifest into one build directory (format v2).
