@@ -19,6 +19,9 @@ def add_commands(subparsers) -> None:
                    help="accelerator preset or JSON file (default: the board's preset)")
     b.add_argument("--baud", type=int, default=DEFAULT_BAUD)
     b.add_argument("-o", "--out", required=True, help="output directory")
+    b.add_argument("--elaborate-only", action="store_true",
+                   help="stop before the vendor tools: elaborate the SoC and write OUT/build (RTLIL, Verilog, "
+                        "pin constraints, the synthesis script) and OUT/report.json with built: false")
     b.set_defaults(func=cmd_build)
     d = subparsers.add_parser("deploy", help="program a board with a built bitstream (openFPGALoader)")
     d.add_argument("--board", required=True, choices=sorted(BOARDS))
@@ -35,7 +38,13 @@ def cmd_build(args) -> int:
         cfg = load_config(args.config) if args.config else None
     except ConfigError as e:
         raise BoardError(str(e)) from None
-    rep = build(args.board, cfg, args.out, baud=args.baud, progress=lambda m: print(f"[build] {m}"))
+    rep = build(args.board, cfg, args.out, baud=args.baud, do_build=not args.elaborate_only,
+                progress=lambda m: print(f"[build] {m}"))
+    if args.elaborate_only:
+        keys = ("board", "device", "preset", "clock_mhz", "target_mhz", "uart_divisor", "mem_bytes", "steps")
+        print(json.dumps({k: rep.get(k) for k in keys}, indent=2))
+        print(f"elaborated only (no synthesis, place and route): the build tree is in {args.out}/build")
+        return 0
     keys = ("board", "preset", "fmax_mhz", "target_mhz", "timing_met", "utilization", "build_s", "bitstream")
     print(json.dumps({k: rep.get(k) for k in keys}, indent=2))
     if not rep.get("timing_met"):

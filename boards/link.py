@@ -152,8 +152,9 @@ class HostLink(wiring.Component):
         rx, tx, csr, mem = self.rx, self.tx, self.csr, self.mem
 
         cmd = Signal(8)
-        length = Signal(16)
-        idx = Signal(16)
+        PB = MAX_PAYLOAD.bit_length()       # payload lengths and byte counters (<= MAX_PAYLOAD)
+        length = Signal(PB)                 # only kept when <= MAX_PAYLOAD (else DISCARD)
+        idx = Signal(PB)
         args = Signal(64)
         crc = Signal(16)
         crc_lo = Signal(8)
@@ -163,8 +164,9 @@ class HostLink(wiring.Component):
         m.d.comb += timed_out.eq(idle == self.timeout_cycles)
         got = Signal()
         m.d.comb += got.eq(rx.valid & rx.ready)
-        crc_rx = crc16_step(m, crc, rx.payload, "crc_rx")
-        crc_tx = crc16_step(m, crc, tx.payload, "crc_tx")
+        # one CRC step for both directions (a frame is received, then its reply sent)
+        txing = Signal()
+        crc_rx = crc_tx = crc16_step(m, crc, Mux(txing, tx.payload, rx.payload), "crc")
 
         # staging buffer for WRITE_MEM data (checked by the CRC before any memory write)
         m.submodules.sbuf = sbuf = Memory(shape=8, depth=MAX_DATA, init=[])
@@ -173,18 +175,18 @@ class HostLink(wiring.Component):
 
         addr = args[0:32]
         nread = args[32:48]
-        ndata = Signal(16)
+        ndata = Signal(PB)
         m.d.comb += ndata.eq(length - 4)
         waddr = Signal(abits)
-        ci = Signal(16)
+        ci = Signal(PB)
         word = Signal(8 * V)
 
         # reply
         K_NONE, K_STATUS, K_COUNTERS, K_RUN, K_MEM = range(5)
         kind = Signal(3)
-        rlen = Signal(16)
+        rlen = Signal(PB)
         ri = Signal(3)
-        pi = Signal(16)
+        pi = Signal(PB)
         wsel = Signal(32)
         tables = {K_STATUS: [1, 13, ("c", mem_bytes), ("c", PROTO_VERSION | MAX_PAYLOAD << 16)],
                   K_COUNTERS: [1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
@@ -206,8 +208,17 @@ class HostLink(wiring.Component):
             m.d.sync += [code.eq(c), rlen.eq(n), kind.eq(k), ri.eq(0), pi.eq(0)]
             m.next = "TX_HDR"
 
+        # WRITE_MEM (n = ndata) / READ_MEM (n = nread) range check, one circuit for both:
+        # a + n <= mem_bytes (a power of two) <=> a < mem_bytes and a mod mem_bytes + n <= mem_bytes
+        mb = mem_bytes.bit_length() - 1
+        rng_n = Signal(16)
+        rng_ok = Signal()
+        m.d.comb += [rng_n.eq(Mux(cmd == Cmd.READ_MEM, nread, ndata)),
+                     rng_ok.eq((addr[:sv] == 0) & (rng_n[:sv] == 0) & (addr[mb:] == 0)
+                               & ((addr[:mb] + rng_n) <= mem_bytes))]
+
         def in_range(a, n):
-            return ((a[:sv] == 0) & (n[:sv] == 0) & ((Cat(a, Const(0, 1)) + n) <= mem_bytes))
+            return rng_ok
 
         # idle counter: counts inside a frame, cleared by every received byte
         with m.If(got):
@@ -369,6 +380,7 @@ class HostLink(wiring.Component):
 
             # reply frame
             with m.State("TX_HDR"):
+                m.d.comb += txing.eq(1)
                 hdr = Array([Const(SYNC_REP, 8), cmd, code, rlen[:8], rlen[8:]])
                 m.d.comb += [tx.valid.eq(1), tx.payload.eq(hdr[ri])]
                 with m.If(tx.ready):
@@ -393,6 +405,7 @@ class HostLink(wiring.Component):
                 m.d.sync += word.eq(mem.rdata)
                 m.next = "TX_PAY"
             with m.State("TX_PAY"):
+                m.d.comb += txing.eq(1)
                 m.d.comb += [in_pay.eq(1), tx.valid.eq(1),
                              tx.payload.eq(Mux(kind == K_MEM, word[:8], wsel.word_select(pi[:2], 8)))]
                 with m.If(tx.ready):

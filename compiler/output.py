@@ -17,7 +17,10 @@ def staging_dir(out_dir: Path) -> Path:
 
 
 def publish(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by the finished ``tmp``; an earlier build is removed only afterwards."""
+    """Replace ``out_dir`` by the finished ``tmp``; an earlier build is removed only afterwards.
+    A program needing a unit its accelerator configuration leaves out is a CompileError first."""
+    from .features import check_build
+    check_build(tmp)
     out_dir = Path(out_dir)
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")

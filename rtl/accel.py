@@ -1,13 +1,13 @@
 """SushiAccel: the top level joining CSRs, sequencer, DMA, weight fetch, CONV and vector units."""
-from amaranth.hdl import Module, Signal, Mux
+from amaranth.hdl import Const, Module, Signal, Mux
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sushi.config import AccelConfig
+from sushi.config import VECTOR_OPS, AccelConfig
 from sushi.isa import Op
 
-from .bus import CmdSignature, CsrSignature, DataSignature
+from .bus import CmdSignature, CsrSignature, DataSignature, instr_fields
 from .conv import ConvEngine
 from .csr import COUNTERS, CsrBlock
 from .dma import Dma, ReadMux
@@ -18,6 +18,26 @@ from .window import CFG_PORTS, OUT_PORTS, WindowGen
 from .weight_fetch import WeightFetch
 
 __all__ = ["SushiAccel"]
+
+
+def _vector_ops(cfg: AccelConfig, op, instr):
+    """(vector instruction this configuration executes, one it does not, a POOL it executes)"""
+    mode = instr_fields(instr, Op.POOL)["mode"]
+    test = {"op_maxpool": (op == Op.POOL) & ~mode, "op_avgpool": (op == Op.POOL) & mode,
+            "op_add": op == Op.ADD, "op_mul": op == Op.MUL, "op_lut": op == Op.LUT}
+    if all(getattr(cfg, n) for n in VECTOR_OPS):
+        return (op == Op.POOL) | (op == Op.ADD) | (op == Op.LUT) | (op == Op.MUL), Const(0), op == Op.POOL
+    ok, bad = Const(0), Const(0)
+    for n in VECTOR_OPS:
+        if getattr(cfg, n):
+            ok = ok | test[n]
+        else:
+            bad = bad | test[n]
+    pool = Const(0)
+    if cfg.op_maxpool or cfg.op_avgpool:
+        pool = test["op_maxpool"] if not cfg.op_avgpool else (test["op_avgpool"] if not cfg.op_maxpool
+                                                              else op == Op.POOL)
+    return ok, bad, pool
 
 
 class SushiAccel(wiring.Component):
@@ -48,13 +68,13 @@ class SushiAccel(wiring.Component):
         m.submodules.wfetch = wf = WeightFetch(cfg)
         m.submodules.conv = conv = ConvEngine(cfg)
         m.submodules.vec = vec = VectorUnit(cfg)
-        m.submodules.pp = pp = Postproc(cfg)
+        m.submodules.pp = pp = Postproc(cfg, stable_bounds=True)      # clamp bounds: instruction fields
         m.submodules.rdmux = rdmux = ReadMux(cfg, 4)
 
         # host side
         wiring.connect(m, wiring.flipped(self.csr), csrs.bus)
         m.d.comb += [seq.start.eq(csrs.start), seq.prog_base.eq(csrs.prog_base),
-                     csrs.busy.eq(seq.busy), csrs.done.eq(seq.done), csrs.error.eq(seq.error),
+                     csrs.busy.eq(seq.busy), csrs.done.eq(seq.done),
                      wf.weight_base.eq(csrs.weight_base)]
 
         # DRAM
@@ -71,32 +91,48 @@ class SushiAccel(wiring.Component):
         wiring.connect(m, dma.wr_cmd, wiring.flipped(self.wr_cmd))
         wiring.connect(m, dma.wr_data, wiring.flipped(self.wr_data))
         op = seq.exec_op
-        is_vec = (op == Op.POOL) | (op == Op.ADD) | (op == Op.LUT) | (op == Op.MUL)
-        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, Mux(op == Op.LOAD, 1, Mux(op == Op.LUT, 3, 2))))
+        is_vec, unsup_op, is_pool = _vector_ops(cfg, op, seq.instr)
+        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, Mux(op == Op.LOAD, 1,
+                                                          Mux((op == Op.LUT) & cfg.op_lut, 3, 2))))
+        # an instruction needing a vector operation this configuration leaves out: error 2
+        # (unsupported instruction); no unit starts from then on, the sequencer runs on to HALT
+        go = Signal()
+        if all(getattr(cfg, n) for n in VECTOR_OPS):
+            m.d.comb += [go.eq(seq.exec_start), csrs.error.eq(seq.error)]
+        else:
+            unsup = Signal()
+            m.d.comb += go.eq(seq.exec_start & ~unsup & ~unsup_op)
+            with m.If(csrs.start):
+                m.d.sync += unsup.eq(0)
+            with m.Elif(seq.exec_start & unsup_op):
+                m.d.sync += unsup.eq(1)
+            m.d.comb += csrs.error.eq(Mux(unsup, 2, seq.error))
 
         # dispatch
         for u in (dma, conv, vec, wf):
             m.d.comb += u.instr.eq(seq.instr)
-        m.d.comb += [dma.start.eq(seq.exec_start & ((op == Op.LOAD) | (op == Op.STORE))),
-                     conv.start.eq(seq.exec_start & (op == Op.CONV)),
-                     wf.start.eq(seq.exec_start & ((op == Op.CONV) | (op == Op.LOADSG))),
-                     vec.start.eq(seq.exec_start & is_vec)]
+        m.d.comb += [dma.start.eq(go & ((op == Op.LOAD) | (op == Op.STORE))),
+                     conv.start.eq(go & (op == Op.CONV)),
+                     wf.start.eq(go & ((op == Op.CONV) | (op == Op.LOADSG) | (op == Op.SETRES))),
+                     wf.pb_on.eq(seq.pb_on), wf.pb_key.eq(seq.pb_key),
+                     vec.start.eq(go & is_vec)]
         fin = Signal()
         with m.If(seq.exec_start):
-            m.d.sync += fin.eq(0)
+            m.d.sync += fin.eq(~go)         # a skipped instruction ends at once
         with m.Elif(dma.done | conv.done | vec.done | wf.done):
             m.d.sync += fin.eq(1)
         m.d.comb += seq.exec_done.eq(fin & ~pp.busy)
 
         # one window generator for the CONV engine and POOL (never at the same time)
-        m.submodules.win = win = WindowGen()
+        # its address terms modulo the activation buffer's (power of two) address space
+        m.submodules.win = win = WindowGen(addr_bits=min(16, max(1, (cfg.act_buf_words - 1).bit_length())))
         for n, _ in CFG_PORTS:
             if n in ("n_cc", "n_c", "ioff", "obase0", "ostride"):
-                m.d.comb += getattr(win, n).eq(Mux(is_vec, getattr(vec.win, n), getattr(conv.win, n)))
+                m.d.comb += getattr(win, n).eq(Mux(is_pool, getattr(vec.win, n), getattr(conv.win, n)))
             else:   # same instruction field in CONV and POOL
                 m.d.comb += getattr(win, n).eq(getattr(conv.win, n))
         m.d.comb += [win.start.eq(conv.win.start | vec.win.start),
-                     win.advance.eq(Mux(is_vec, vec.win.advance, conv.win.advance))]
+                     win.advance.eq(Mux(is_pool, vec.win.advance, conv.win.advance))]
         for n, _ in OUT_PORTS:
             m.d.comb += [getattr(conv.win, n).eq(getattr(win, n)), getattr(vec.win, n).eq(getattr(win, n))]
 

@@ -50,7 +50,7 @@ class ConvEngine(wiring.Component):
 
         g = Signal(10)
         hc = Signal()
-        goff = Signal(17)
+        goff = Signal(min(16, max(1, (cfg.act_buf_words - 1).bit_length())))   # modulo the buffer
         nwords = Signal(range(RW + 1))
         m.d.comb += nwords.eq(Mux(dw, 1, RW))
         m.d.comb += [

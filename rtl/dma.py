@@ -38,7 +38,8 @@ class Dma(wiring.Component):
         f = instr_fields(self.instr, Op.LOAD)   # STORE has the same layout
         is_load = self.instr[:8] == Op.LOAD
         rem = Signal(20)        # words not yet covered by a command
-        baddr = Signal(16)      # next buffer word (LOAD: to write; STORE: to read)
+        # next buffer word (LOAD: to write; STORE: to read), modulo the buffer's address space
+        baddr = Signal(min(16, max(1, (self.cfg.act_buf_words - 1).bit_length())))
         daddr = Signal(self.cfg.dram_addr_bits)
         chunk = Signal(range(MAX_BURST + 1))
         cnt = Signal(range(MAX_BURST + 1))      # beats left in the current command

@@ -1,11 +1,41 @@
 """The R x V int8 multiply-accumulate array with int32 accumulators and a drain register bank."""
-from amaranth.hdl import Module, Signal, Mux, signed
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sushi.config import AccelConfig
 
-__all__ = ["PeArray"]
+__all__ = ["PeArray", "ICE40_DUAL_MAC"]
+
+#: on iCE40 (or when True): two products per SB_MAC16 in its two-8x8-multiplier mode (half the
+#: DSPs: yosys maps every product to its own SB_MAC16); None = iCE40 platforms only
+ICE40_DUAL_MAC = None
+
+
+def _dual_mac(platform) -> bool:
+    if ICE40_DUAL_MAC is not None:
+        return ICE40_DUAL_MAC
+    from amaranth.vendor import LatticeICE40Platform
+    return isinstance(platform, LatticeICE40Platform)
+
+
+def _sb_mac16_dual8x8(m, name, a, b, ce, o):
+    """``o`` (32 bits) = {a[15:8]*b[15:8], a[7:0]*b[7:0]} (signed 8x8 products, 16 bits each),
+    registered inside the DSP while ``ce``."""
+    m.submodules[name] = Instance(
+        "SB_MAC16",
+        p_NEG_TRIGGER=Const(0, 1), p_C_REG=Const(0, 1), p_A_REG=Const(0, 1), p_B_REG=Const(0, 1),
+        p_D_REG=Const(0, 1), p_TOP_8x8_MULT_REG=Const(1, 1), p_BOT_8x8_MULT_REG=Const(1, 1),
+        p_PIPELINE_16x16_MULT_REG1=Const(0, 1), p_PIPELINE_16x16_MULT_REG2=Const(0, 1),
+        p_TOPOUTPUT_SELECT=Const(2, 2), p_TOPADDSUB_LOWERINPUT=Const(0, 2),
+        p_TOPADDSUB_UPPERINPUT=Const(0, 1), p_TOPADDSUB_CARRYSELECT=Const(0, 2),
+        p_BOTOUTPUT_SELECT=Const(2, 2), p_BOTADDSUB_LOWERINPUT=Const(0, 2),
+        p_BOTADDSUB_UPPERINPUT=Const(0, 1), p_BOTADDSUB_CARRYSELECT=Const(0, 2),
+        p_MODE_8x8=Const(1, 1), p_A_SIGNED=Const(1, 1), p_B_SIGNED=Const(1, 1),
+        i_CLK=ClockSignal("sync"), i_CE=ce, i_A=a, i_B=b, i_C=Const(0, 16), i_D=Const(0, 16),
+        i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0, i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0,
+        i_ORSTBOT=0, i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0, i_OHOLDTOP=0,
+        i_OHOLDBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0, o_O=o)
 
 
 class PeArray(wiring.Component):
@@ -16,7 +46,9 @@ class PeArray(wiring.Component):
     complete), ``dw`` and ``dsel`` (depthwise: lane j accumulates ``w[dsel][j] * a[j]``), ``tag``.
     Dense: row r accumulates ``sum_j w[r][j] * a[j]``.  Two cycles after a ``last`` step,
     ``res`` (R int32, lane r at bits [32r, 32r+32)) holds the pixel's sums, ``res_tag`` its tag, and
-    ``res_valid`` pulses for one cycle; ``res`` stays until the next ``last`` step lands."""
+    ``res_valid`` pulses for one cycle; ``res`` stays until the next ``last`` step lands.  With
+    R == V (one output word per pixel: the CONV engine takes it in the ``res_valid`` cycle) ``res``
+    is the accumulators themselves, valid only while ``res_valid`` (no second register bank)."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
@@ -43,8 +75,16 @@ class PeArray(wiring.Component):
         m.d.sync += [en1.eq(self.en), first1.eq(self.first), last1.eq(self.last & self.en),
                      dw1.eq(self.dw), tag1.eq(self.tag)]
         prod = [[Signal(signed(16), name=f"p{r}_{j}") for j in range(V)] for r in range(R)]
+        dual = _dual_mac(platform)
         for r in range(R):
             wr = w0 if r == 0 else row[r]
+            if dual:                    # products j, j+1 in one SB_MAC16 (V is even)
+                for j in range(0, V, 2):
+                    o = Signal(32, name=f"mac{r}_{j}")
+                    _sb_mac16_dual8x8(m, f"mac{r}_{j}", wr[8 * j:8 * j + 16], self.a[8 * j:8 * j + 16],
+                                      self.en, o)
+                    m.d.comb += [prod[r][j].eq(o[:16]), prod[r][j + 1].eq(o[16:])]
+                continue
             for j in range(V):
                 with m.If(self.en):     # products are only used by an enabled step
                     m.d.sync += prod[r][j].eq(wr[8 * j:8 * j + 8].as_signed() * self.a[8 * j:8 * j + 8].as_signed())
@@ -60,6 +100,9 @@ class PeArray(wiring.Component):
             m.d.comb += nxt.eq(Mux(first1, 0, acc[r]) + s)
             with m.If(en1):
                 m.d.sync += acc[r].eq(nxt)
-                with m.If(last1):
-                    m.d.sync += self.res[32 * r:32 * r + 32].eq(nxt)
+                if R > V:
+                    with m.If(last1):
+                        m.d.sync += self.res[32 * r:32 * r + 32].eq(nxt)
+            if R == V:          # the accumulators hold the pixel's sums in the res_valid cycle
+                m.d.comb += self.res[32 * r:32 * r + 32].eq(acc[r])
         return m

@@ -36,10 +36,13 @@ class Postproc(wiring.Component):
     ``acc + bias`` wraps to int32 (the hardware's 32-bit adder, like the golden model); the
     product is exact; ``>>`` is arithmetic with round half up (``1 << (shift-1)`` added when
     shift >= 1).  Fully pipelined, LATENCY cycles, never stalls; ``busy`` while any beat is in
-    flight."""
+    flight.  ``stable_bounds``: ``lo``/``hi`` do not change while a beat is in flight (SushiAccel:
+    they are instruction fields, and an instruction ends only when the post-processor is idle), so
+    they are used where needed instead of travelling down the pipeline."""
 
-    def __init__(self, cfg: AccelConfig):
+    def __init__(self, cfg: AccelConfig, stable_bounds: bool = False):
         self.cfg = cfg
+        self.stable_bounds = stable_bounds
         V = cfg.pe_cols
         super().__init__({
             "i": In(PostprocSignature(lanes=V)),
@@ -54,10 +57,13 @@ class Postproc(wiring.Component):
         lo1, hi1, lo2, hi2 = (Signal(signed(8)) for _ in range(4))
         m.d.sync += [v1.eq(self.i.valid), v2.eq(v1), self.o_valid.eq(v2),
                      t1.eq(self.i.tag), t2.eq(t1), self.o_tag.eq(t2)]
-        with m.If(self.i.valid):
-            m.d.sync += [lo1.eq(self.i.lo), hi1.eq(self.i.hi)]
-        with m.If(v1):
-            m.d.sync += [lo2.eq(lo1), hi2.eq(hi1)]
+        if self.stable_bounds:
+            m.d.comb += [lo2.eq(self.i.lo), hi2.eq(self.i.hi)]
+        else:
+            with m.If(self.i.valid):
+                m.d.sync += [lo1.eq(self.i.lo), hi1.eq(self.i.hi)]
+            with m.If(v1):
+                m.d.sync += [lo2.eq(lo1), hi2.eq(hi1)]
         m.d.comb += self.busy.eq(v1 | v2 | self.o_valid)
         for j in range(V):
             acc = self.i.acc[32 * j:32 * j + 32].as_signed()

@@ -1,6 +1,6 @@
 """The vector unit: POOL (max / average), ADD (requantized element-wise sum), MUL (per-channel
 vector broadcast over pixels) and LUT (table lookup), V lanes."""
-from amaranth.hdl import Module, Signal, Mux, signed
+from amaranth.hdl import Const, Module, Signal, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -13,6 +13,17 @@ from .postproc import PostprocSignature
 from .window import WindowSignature
 
 __all__ = ["VectorUnit"]
+
+
+def _chain(m, branches):
+    """If/Elif/.../Else over ``(test, body)``: the last branch is the default (its test unused)."""
+    if len(branches) == 1:
+        branches[0][1]()
+        return
+    for k, (test, body) in enumerate(branches):
+        ctx = m.If(test) if k == 0 else (m.Else() if k == len(branches) - 1 else m.Elif(test))
+        with ctx:
+            body()
 
 
 class VectorUnit(wiring.Component):
@@ -39,194 +50,216 @@ class VectorUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        V = self.cfg.pe_cols
+        cfg = self.cfg
+        V = cfg.pe_cols
+        # the operations built in (AccelConfig.op_*); the unit is only started with one of them
+        PMAX, PAVG, ADD, MUL, LUT = cfg.op_maxpool, cfg.op_avgpool, cfg.op_add, cfg.op_mul, cfg.op_lut
+        POOL, AM = PMAX or PAVG, ADD or MUL
         opc = self.instr[:8]
-        is_pool = opc == Op.POOL
-        is_mul = opc == Op.MUL
-        is_lut = opc == Op.LUT
+        is_pool = (opc == Op.POOL) if POOL else Const(0)
+        is_mul = (opc == Op.MUL) if MUL else Const(0)
+        is_lut = (opc == Op.LUT) if LUT else Const(0)
         fp = instr_fields(self.instr, Op.POOL)
         fa = instr_fields(self.instr, Op.ADD)
         fm = instr_fields(self.instr, Op.MUL)
         fl = instr_fields(self.instr, Op.LUT)
+        avg = fp["mode"] if PMAX and PAVG else Const(int(PAVG))   # POOL: 1 = average
         win = self.win
-        m.d.comb += [
-            win.in_h.eq(fp["in_h"]), win.in_w.eq(fp["in_w"]), win.out_h.eq(fp["out_h"]),
-            win.out_w.eq(fp["out_w"]), win.kh.eq(fp["kh"]), win.kw.eq(fp["kw"]), win.sh.eq(fp["sh"]),
-            win.sw.eq(fp["sw"]), win.pad_top.eq(fp["pad_top"]), win.pad_left.eq(fp["pad_left"]),
-            win.n_cc.eq(fp["c_w"]), win.n_c.eq(1), win.stride.eq(fp["c_w"]),
-            win.ioff.eq(fp["in_addr"]), win.obase0.eq(fp["out_addr"]), win.ostride.eq(1),
-        ]
         lane = lambda v, j: v[8 * j:8 * j + 8].as_signed()
+        wait = Signal(3)
+        fsm_states = []         # (state name, opcode test, sync statements on start)
+        beats = []              # (opcode test, valid, tag, lo, hi, [(acc, mult, shift) per lane])
 
         # ---------------- POOL
-        prun = Signal()
-        m.d.comb += win.advance.eq(prun & win.valid)
-        en1, first1, last1, inpad1 = Signal(), Signal(), Signal(), Signal()
-        tag1, ptag2 = Signal(16), Signal(16)
-        pv2 = Signal()
-        m.d.sync += [en1.eq(win.advance), first1.eq(win.first), last1.eq(win.last),
-                     inpad1.eq(win.inpad), tag1.eq(win.obase),
-                     pv2.eq(en1 & last1), ptag2.eq(tag1)]
-        # |sum| <= 255*255*128 < 2**23 (kh, kw are 8-bit): 24 bits are exact
-        pacc = [Signal(signed(24), name=f"pacc{j}") for j in range(V)]
-        for j in range(V):
-            a = lane(self.buf_rdata, j)
-            mx = Mux(first1, Mux(inpad1, a, -128), Mux(inpad1 & (a > pacc[j]), a, pacc[j]))
-            sm = Mux(first1, 0, pacc[j]) + Mux(inpad1, a, 0)
-            with m.If(en1):
-                m.d.sync += pacc[j].eq(Mux(fp["mode"], sm, mx))
+        if POOL:
+            m.d.comb += [
+                win.in_h.eq(fp["in_h"]), win.in_w.eq(fp["in_w"]), win.out_h.eq(fp["out_h"]),
+                win.out_w.eq(fp["out_w"]), win.kh.eq(fp["kh"]), win.kw.eq(fp["kw"]), win.sh.eq(fp["sh"]),
+                win.sw.eq(fp["sw"]), win.pad_top.eq(fp["pad_top"]), win.pad_left.eq(fp["pad_left"]),
+                win.n_cc.eq(fp["c_w"]), win.n_c.eq(1), win.stride.eq(fp["c_w"]),
+                win.ioff.eq(fp["in_addr"]), win.obase0.eq(fp["out_addr"]), win.ostride.eq(1),
+            ]
+            prun = Signal()
+            m.d.comb += win.advance.eq(prun & win.valid)
+            en1, first1, last1, inpad1 = Signal(), Signal(), Signal(), Signal()
+            tag1, ptag2 = Signal(16), Signal(16)
+            pv2 = Signal()
+            m.d.sync += [en1.eq(win.advance), first1.eq(win.first), last1.eq(win.last),
+                         inpad1.eq(win.inpad), tag1.eq(win.obase),
+                         pv2.eq(en1 & last1), ptag2.eq(tag1)]
+            # |sum| <= 255*255*128 < 2**23 (kh, kw are 8-bit): 24 bits are exact; a max is 8 bits
+            pacc = [Signal(signed(24 if PAVG else 8), name=f"pacc{j}") for j in range(V)]
+            for j in range(V):
+                a = lane(self.buf_rdata, j)
+                mx = Mux(first1, Mux(inpad1, a, -128), Mux(inpad1 & (a > pacc[j]), a, pacc[j]))
+                sm = Mux(first1, 0, pacc[j]) + Mux(inpad1, a, 0)
+                with m.If(en1):
+                    m.d.sync += pacc[j].eq(Mux(avg, sm, mx) if PMAX and PAVG else (sm if PAVG else mx))
+            beats.append((is_pool, pv2, ptag2, fp["clamp_lo"], fp["clamp_hi"],
+                          [(pacc[j], Mux(avg, fp["mult"], 1), Mux(avg, fp["shift"], 0)) for j in range(V)]))
 
         # ---------------- ADD / MUL (a, b read on alternating cycles)
         # ADD: word i of n_words; MUL: word i = p*c_w + c, b word c, until p == n_pix
-        arun = Signal()
-        i = Signal(20)
-        cc = Signal(10)
-        pp_ = Signal(20)
+        i = Signal(20)          # ADD/MUL word counter, also LUT's (never both at once)
         ph = Signal()
-        aen1, aph1 = Signal(), Signal()
-        atag1 = Signal(16)
-        xv = Signal()
-        # ADD: |a*mult_a + b*mult_b| < 2**24, MUL: int16: 25 bits per lane are exact
-        xr = [Signal(signed(25), name=f"xr{j}") for j in range(V)]
-        xtag = Signal(16)
-        aend = Signal()
-        m.d.comb += aend.eq(Mux(is_mul, (pp_ == fm["n_pix"]) | (fm["c_w"] == 0), i == fa["n_words"]))
-        aissue = arun & ~aend
-        m.d.sync += [aen1.eq(aissue), aph1.eq(ph), atag1.eq(fa["out_addr"] + i)]
-        with m.If(aissue):
-            m.d.sync += ph.eq(~ph)
-            with m.If(ph):
-                m.d.sync += i.eq(i + 1)
-                with m.If(cc == fm["c_w"] - 1):
-                    m.d.sync += [cc.eq(0), pp_.eq(pp_ + 1)]
-                with m.Else():
-                    m.d.sync += cc.eq(cc + 1)
-        # the read word is registered before the multiplier (timing: the activation buffer's
-        # output, the multiplier and the adder do not fit one cycle); the extra stage is hidden in
-        # FLUSH: the post-processor is still idle before the instruction's end, so no cycle changes
-        aen2, aph2 = Signal(), Signal()
-        atag2 = Signal(16)
-        rd2 = Signal(8 * V)
-        m.d.sync += [aen2.eq(aen1), aph2.eq(aph1), atag2.eq(atag1), rd2.eq(self.buf_rdata)]
-        m.d.sync += xv.eq(aen2 & aph2)
-        # one 8 x 16 multiplier per lane, shared by the two phases: the a word (phase 0) gives
-        # a*mult_a (ADD) or a (MUL, times 1); the b word (phase 1) gives b*mult_b, added (ADD), or
-        # b*(a mod 2**16) whose low 16 bits are the exact int16 product a*b (MUL)
-        areg = [Signal(signed(25), name=f"areg{j}") for j in range(V)]
-        for j in range(V):
-            y = Signal(16, name=f"vmy{j}")
-            prod = Signal(signed(25), name=f"vmp{j}")
-            m.d.comb += [y.eq(Mux(aph2, Mux(is_mul, areg[j][:16], fa["mult_b"]),
-                                  Mux(is_mul, 1, fa["mult_a"]))),
-                         prod.eq(lane(rd2, j) * y)]
-            with m.If(aen2 & ~aph2):
-                m.d.sync += areg[j].eq(prod)
+        if AM:
+            arun = Signal()
+            cc = Signal(10)
+            pp_ = Signal(20)
+            aen1, aph1 = Signal(), Signal()
+            atag1 = Signal(16)
+            xv = Signal()
+            # ADD: |a*mult_a + b*mult_b| < 2**24, MUL: int16: 25 bits per lane are exact
+            xr = [Signal(signed(25), name=f"xr{j}") for j in range(V)]
+            xtag = Signal(16)
+            aend = Signal()
+            mul_end = (pp_ == fm["n_pix"]) | (fm["c_w"] == 0)
+            add_end = i == fa["n_words"]
+            m.d.comb += aend.eq(Mux(is_mul, mul_end, add_end) if ADD and MUL else (add_end if ADD else mul_end))
+            aissue = arun & ~aend
+            m.d.sync += [aen1.eq(aissue), aph1.eq(ph), atag1.eq(fa["out_addr"] + i)]
+            with m.If(aissue):
+                m.d.sync += ph.eq(~ph)
+                with m.If(ph):
+                    m.d.sync += i.eq(i + 1)
+                    if MUL:
+                        with m.If(cc == fm["c_w"] - 1):
+                            m.d.sync += [cc.eq(0), pp_.eq(pp_ + 1)]
+                        with m.Else():
+                            m.d.sync += cc.eq(cc + 1)
+            # the read word is registered before the multiplier (timing: the activation buffer's
+            # output, the multiplier and the adder do not fit one cycle); the extra stage is hidden in
+            # FLUSH: the post-processor is still idle before the instruction's end, so no cycle changes
+            aen2, aph2 = Signal(), Signal()
+            atag2 = Signal(16)
+            rd2 = Signal(8 * V)
+            m.d.sync += [aen2.eq(aen1), aph2.eq(aph1), atag2.eq(atag1), rd2.eq(self.buf_rdata)]
+            m.d.sync += xv.eq(aen2 & aph2)
+            # one 8 x 16 multiplier per lane, shared by the two phases: the a word (phase 0) gives
+            # a*mult_a (ADD) or a (MUL, times 1); the b word (phase 1) gives b*mult_b, added (ADD), or
+            # b*(a mod 2**16) whose low 16 bits are the exact int16 product a*b (MUL)
+            areg = [Signal(signed(25), name=f"areg{j}") for j in range(V)]
+            for j in range(V):
+                y = Signal(16, name=f"vmy{j}")
+                prod = Signal(signed(25), name=f"vmp{j}")
+                if ADD and MUL:
+                    m.d.comb += y.eq(Mux(aph2, Mux(is_mul, areg[j][:16], fa["mult_b"]),
+                                         Mux(is_mul, 1, fa["mult_a"])))
+                elif ADD:
+                    m.d.comb += y.eq(Mux(aph2, fa["mult_b"], fa["mult_a"]))
+                else:
+                    m.d.comb += y.eq(Mux(aph2, areg[j][:16], 1))
+                m.d.comb += prod.eq(lane(rd2, j) * y)
+                with m.If(aen2 & ~aph2):
+                    m.d.sync += areg[j].eq(prod)
+                with m.If(aen2 & aph2):
+                    if ADD and MUL:
+                        m.d.sync += xr[j].eq(Mux(is_mul, prod[:16].as_signed(), areg[j] + prod))
+                    else:
+                        m.d.sync += xr[j].eq(areg[j] + prod if ADD else prod[:16].as_signed())
             with m.If(aen2 & aph2):
-                m.d.sync += xr[j].eq(Mux(is_mul, prod[:16].as_signed(), areg[j] + prod))
-        with m.If(aen2 & aph2):
-            m.d.sync += xtag.eq(atag2)
+                m.d.sync += xtag.eq(atag2)
+            if MUL:
+                beats.append((is_mul, xv, xtag, fm["clamp_lo"], fm["clamp_hi"],
+                              [(xr[j], fm["mult"], fm["shift"]) for j in range(V)]))
+            if ADD:
+                add_beat = (None, xv, xtag, fa["clamp_lo"], fa["clamp_hi"],
+                            [(xr[j], 1, fa["shift"]) for j in range(V)])
 
         # ---------------- LUT
-        LW = LUT_BYTES // V                  # table words of V bytes
-        lb = (V - 1).bit_length()            # log2 V
-        tk = Signal(range(LW + 1))           # table words received
-        lrun = Signal()
-        li = i                               # the ADD/MUL word counter (never both at once)
-        len1, len2 = Signal(), Signal()
-        ltag1, ltag2 = Signal(16), Signal(16)
-        lsel2 = Signal(lb * V)
-        tab_r = []
-        for j in range(V):
-            mem = Memory(shape=8 * V, depth=LW, init=[])
-            m.submodules[f"lut{j}"] = mem
-            wp = mem.write_port()
-            rp = mem.read_port()
-            m.d.comb += [wp.addr.eq(tk), wp.data.eq(self.rd_data.data),
-                         wp.en.eq(is_lut & self.rd_data.valid & self.rd_data.ready),
-                         rp.addr.eq(self.buf_rdata[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
-            tab_r.append(rp)
-        lissue = lrun & (li != fl["n_words"])
-        m.d.sync += [len1.eq(lissue), ltag1.eq(fl["out_addr"] + li), len2.eq(len1), ltag2.eq(ltag1)]
-        for j in range(V):
-            m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(self.buf_rdata[8 * j:8 * j + lb])
-        with m.If(lissue):
-            m.d.sync += li.eq(li + 1)
+        if LUT:
+            LW = LUT_BYTES // V                  # table words of V bytes
+            lb = (V - 1).bit_length()            # log2 V
+            tk = Signal(range(LW + 1))           # table words received
+            lrun = Signal()
+            li = i                               # the ADD/MUL word counter (never both at once)
+            len1, len2 = Signal(), Signal()
+            ltag1, ltag2 = Signal(16), Signal(16)
+            lsel2 = Signal(lb * V)
+            tab_r = []
+            for j in range(V):
+                mem = Memory(shape=8 * V, depth=LW, init=[])
+                m.submodules[f"lut{j}"] = mem
+                wp = mem.write_port()
+                rp = mem.read_port()
+                m.d.comb += [wp.addr.eq(tk), wp.data.eq(self.rd_data.data),
+                             wp.en.eq(is_lut & self.rd_data.valid & self.rd_data.ready),
+                             rp.addr.eq(self.buf_rdata[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
+                tab_r.append(rp)
+            lissue = lrun & (li != fl["n_words"])
+            m.d.sync += [len1.eq(lissue), ltag1.eq(fl["out_addr"] + li), len2.eq(len1), ltag2.eq(ltag1)]
+            for j in range(V):
+                m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(self.buf_rdata[8 * j:8 * j + lb])
+            with m.If(lissue):
+                m.d.sync += li.eq(li + 1)
+            beats.append((is_lut, len2, ltag2, -128, 127,
+                          [(tab_r[j].data.word_select(lsel2[lb * j:lb * (j + 1)], 8).as_signed(), 1, 0)
+                           for j in range(V)]))
 
+        if ADD:
+            beats.append(add_beat)      # last: the default, as the FSM's
         # ---------------- shared read port and post-processor beat
-        m.d.comb += [self.buf_ren.eq(1),
-                     self.buf_raddr.eq(Mux(is_pool, win.addr,
-                                           Mux(ph & ~is_lut, fa["b_addr"] + Mux(is_mul, cc, i),
-                                               fa["a_addr"] + i)))]      # LUT in_addr == a_addr
-        m.d.comb += [self.pp.bias.eq(0)]
-        with m.If(is_pool):
-            m.d.comb += [self.pp.valid.eq(pv2), self.pp.tag.eq(ptag2),
-                         self.pp.lo.eq(fp["clamp_lo"]), self.pp.hi.eq(fp["clamp_hi"])]
-            for j in range(V):
-                m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(pacc[j]),
-                             self.pp.mult[16 * j:16 * j + 16].eq(Mux(fp["mode"], fp["mult"], 1)),
-                             self.pp.shift[6 * j:6 * j + 6].eq(Mux(fp["mode"], fp["shift"], 0))]
-        with m.Elif(is_lut):
-            m.d.comb += [self.pp.valid.eq(len2), self.pp.tag.eq(ltag2), self.pp.lo.eq(-128), self.pp.hi.eq(127)]
-            for j in range(V):
-                byte = tab_r[j].data.word_select(lsel2[lb * j:lb * (j + 1)], 8).as_signed()
-                m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(byte),
-                             self.pp.mult[16 * j:16 * j + 16].eq(1),
-                             self.pp.shift[6 * j:6 * j + 6].eq(0)]
-        with m.Elif(is_mul):
-            m.d.comb += [self.pp.valid.eq(xv), self.pp.tag.eq(xtag),
-                         self.pp.lo.eq(fm["clamp_lo"]), self.pp.hi.eq(fm["clamp_hi"])]
-            for j in range(V):
-                m.d.comb += self.pp.acc[32 * j:32 * j + 32].eq(xr[j])
-                m.d.comb += [self.pp.mult[16 * j:16 * j + 16].eq(fm["mult"]),
-                             self.pp.shift[6 * j:6 * j + 6].eq(fm["shift"])]
-        with m.Else():
-            m.d.comb += [self.pp.valid.eq(xv), self.pp.tag.eq(xtag),
-                         self.pp.lo.eq(fa["clamp_lo"]), self.pp.hi.eq(fa["clamp_hi"])]
-            for j in range(V):
-                m.d.comb += self.pp.acc[32 * j:32 * j + 32].eq(xr[j])
-                m.d.comb += [self.pp.mult[16 * j:16 * j + 16].eq(1),
-                             self.pp.shift[6 * j:6 * j + 6].eq(fa["shift"])]
+        addr = fa["a_addr"] + i                                            # LUT in_addr == a_addr
+        if AM:
+            addr = Mux(ph & ~is_lut, fa["b_addr"] + (Mux(is_mul, cc, i) if MUL and ADD else (cc if MUL else i)),
+                       addr)
+        if POOL:
+            addr = Mux(is_pool, win.addr, addr) if (AM or LUT) else win.addr
+        m.d.comb += [self.buf_ren.eq(1), self.buf_raddr.eq(addr), self.pp.bias.eq(0)]
 
-        wait = Signal(3)
+        def beat(valid, tag, lo, hi, lanes):
+            m.d.comb += [self.pp.valid.eq(valid), self.pp.tag.eq(tag), self.pp.lo.eq(lo), self.pp.hi.eq(hi)]
+            for j, (acc, mult, shift) in enumerate(lanes):
+                m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(acc),
+                             self.pp.mult[16 * j:16 * j + 16].eq(mult),
+                             self.pp.shift[6 * j:6 * j + 6].eq(shift)]
+        _chain(m, [(test, lambda r=rest: beat(*r)) for test, *rest in beats])
+
         with m.FSM():
             with m.State("IDLE"):
+                def go_pool():
+                    m.d.comb += win.start.eq(1)
+                    m.next = "POOL"
+
+                def go_lut():
+                    m.d.sync += [tk.eq(0), li.eq(0)]
+                    m.next = "LCMD"
+
+                def go_add():
+                    m.d.sync += [i.eq(0), ph.eq(0), cc.eq(0), pp_.eq(0)]
+                    m.next = "ADD"
                 with m.If(self.start):
-                    with m.If(is_pool):
-                        m.d.comb += win.start.eq(1)
-                        m.next = "POOL"
-                    with m.Elif(is_lut):
-                        m.d.sync += [tk.eq(0), li.eq(0)]
-                        m.next = "LCMD"
-                    with m.Else():
-                        m.d.sync += [i.eq(0), ph.eq(0), cc.eq(0), pp_.eq(0)]
-                        m.next = "ADD"
-            with m.State("POOL"):
-                m.d.comb += prun.eq(1)
-                with m.If(win.advance & win.final):
-                    m.d.sync += wait.eq(4)
-                    m.next = "FLUSH"
-            with m.State("ADD"):
-                m.d.comb += arun.eq(1)
-                with m.If(aend):
-                    m.d.sync += wait.eq(4)
-                    m.next = "FLUSH"
-            with m.State("LCMD"):
-                m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(fl["lut_addr"][:self.cfg.dram_addr_bits]),
-                             self.rd_cmd.len.eq(LW)]
-                with m.If(self.rd_cmd.ready):
-                    m.next = "LDATA"
-            with m.State("LDATA"):
-                m.d.comb += self.rd_data.ready.eq(1)
-                with m.If(self.rd_data.valid):
-                    m.d.comb += self.inc_w_rd.eq(1)
-                    m.d.sync += tk.eq(tk + 1)
-                    with m.If(tk == LW - 1):
-                        m.next = "LUT"
-            with m.State("LUT"):
-                m.d.comb += lrun.eq(1)
-                with m.If(li == fl["n_words"]):
-                    m.d.sync += wait.eq(5)
-                    m.next = "FLUSH"
+                    _chain(m, [(is_pool, go_pool)] * POOL + [(is_lut, go_lut)] * LUT + [(None, go_add)] * AM)
+            if POOL:
+                with m.State("POOL"):
+                    m.d.comb += prun.eq(1)
+                    with m.If(win.advance & win.final):
+                        m.d.sync += wait.eq(4)
+                        m.next = "FLUSH"
+            if AM:
+                with m.State("ADD"):
+                    m.d.comb += arun.eq(1)
+                    with m.If(aend):
+                        m.d.sync += wait.eq(4)
+                        m.next = "FLUSH"
+            if LUT:
+                with m.State("LCMD"):
+                    m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(fl["lut_addr"][:cfg.dram_addr_bits]),
+                                 self.rd_cmd.len.eq(LW)]
+                    with m.If(self.rd_cmd.ready):
+                        m.next = "LDATA"
+                with m.State("LDATA"):
+                    m.d.comb += self.rd_data.ready.eq(1)
+                    with m.If(self.rd_data.valid):
+                        m.d.comb += self.inc_w_rd.eq(1)
+                        m.d.sync += tk.eq(tk + 1)
+                        with m.If(tk == LW - 1):
+                            m.next = "LUT"
+                with m.State("LUT"):
+                    m.d.comb += lrun.eq(1)
+                    with m.If(li == fl["n_words"]):
+                        m.d.sync += wait.eq(5)
+                        m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):

@@ -38,14 +38,14 @@ SHIFT_ADD = False
 NARROW_BITS = 4
 
 
-def _mul16(a, b):
-    """(a * b) mod 2**16; shift-and-add when SHIFT_ADD or ``b`` (unsigned) is narrow."""
+def _mul16(a, b, w=16):
+    """(a * b) mod 2**w; shift-and-add when SHIFT_ADD or ``b`` (unsigned) is narrow."""
     if not SHIFT_ADD and len(b) > NARROW_BITS:
-        return (a * b)[:16]
-    terms = [Mux(b[i], (a << i)[:16], 0) for i in range(len(b))]
+        return (a * b)[:w]
+    terms = [Mux(b[i], (a << i)[:w], 0) for i in range(len(b))]
     acc = terms[0]
     for t in terms[1:]:
-        acc = (acc + t)[:16]
+        acc = (acc + t)[:w]
     return acc
 
 
@@ -59,14 +59,20 @@ class WindowGen(wiring.Component):
     ``start`` two setup cycles pass before ``valid`` rises.
 
     Buffer addresses are 16-bit words, so every address term is kept modulo 2**16 (only ``iy``,
-    ``ix`` are exact signed values, for ``inpad``); the setup products are shift-and-add."""
+    ``ix`` are exact signed values, for ``inpad``); the setup products are shift-and-add.
+    ``addr_bits`` < 16: every address term (``addr``, ``obase``) modulo 2**addr_bits instead (the
+    high bits read 0): exact for an activation buffer of at most 2**addr_bits words, whose port
+    takes its addresses modulo that anyway."""
 
-    def __init__(self):
+    def __init__(self, addr_bits: int = 16):
+        if not isinstance(addr_bits, int) or not 1 <= addr_bits <= 16:
+            raise ValueError(f"'addr_bits' must be an integer in 1..16, not {addr_bits!r}")
+        self.addr_bits = addr_bits
         super().__init__(WindowSignature().flip())
 
     def elaborate(self, platform):
         m = Module()
-        A = 16
+        A = self.addr_bits
         oy, ox, cc, c = Signal(10), Signal(10), Signal(10), Signal(10)
         ky, kx = Signal(8), Signal(8)
         iy0, ix0, iy, ix = (Signal(signed(14), name=n) for n in ("iy0", "ix0", "iy", "ix"))
@@ -76,28 +82,33 @@ class WindowGen(wiring.Component):
         obase = Signal(A)
         setup = Signal(2)
 
-        last_c = c == self.n_c - 1
-        last_kx = kx == self.kw - 1
-        last_ky = ky == self.kh - 1
-        last_cc = cc == self.n_cc - 1
-        last_ox = ox == self.out_w - 1
-        last_oy = oy == self.out_h - 1
+        # x == n - 1 as x + 1 == n (the incrementer is there anyway; no decrementer per bound)
+        last_c = c + 1 == self.n_c
+        last_kx = kx + 1 == self.kw
+        last_ky = ky + 1 == self.kh
+        last_cc = cc + 1 == self.n_cc
+        last_ox = ox + 1 == self.out_w
+        last_oy = oy + 1 == self.out_h
         m.d.comb += [
-            self.addr.eq(self.ioff + kbase + cc + c),
+            self.addr.eq((self.ioff[:A] + kbase + cc + c)[:A]),
             self.inpad.eq((iy >= 0) & (iy < self.in_h) & (ix >= 0) & (ix < self.in_w)),
             self.first.eq((c == 0) & (kx == 0) & (ky == 0)),
             self.last.eq(last_c & last_kx & last_ky),
             self.final.eq(last_c & last_kx & last_ky & last_cc & last_ox & last_oy),
             self.obase.eq(obase),
         ]
+        # the first setup products follow the configuration while the generator is idle (so the
+        # start cycle loads them as before, without ``start`` on the enables of all these flip-flops:
+        # it comes combinationally from the sequencer's decode, a long path on small FPGAs)
+        with m.If((setup == 0) & ~self.valid):
+            m.d.sync += [rowstride.eq(_mul16(self.stride, self.in_w, A)),
+                         colstep.eq(_mul16(self.stride, self.sw, A)),
+                         padl.eq(_mul16(self.stride, self.pad_left, A))]
         with m.If(self.start):
-            m.d.sync += [setup.eq(1), self.valid.eq(0),
-                         rowstride.eq(_mul16(self.stride, self.in_w)),
-                         colstep.eq(_mul16(self.stride, self.sw)),
-                         padl.eq(_mul16(self.stride, self.pad_left))]
+            m.d.sync += [setup.eq(1), self.valid.eq(0)]
         with m.Elif(setup == 1):
-            m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, self.sh)),
-                         padt.eq(_mul16(rowstride, self.pad_top))]
+            m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, self.sh, A)),
+                         padt.eq(_mul16(rowstride, self.pad_top, A))]
         with m.Elif(setup == 2):
             p0 = (-padt - padl)[:A]
             m.d.sync += [setup.eq(0), self.valid.eq(1),

@@ -159,9 +159,12 @@ PRESETS: dict[str, AccelConfig] = {
     # board presets (docs/boards.md): ULX3S-85F (ECP5) and iCEBreaker (iCE40UP5K, smallest array)
     "ulx3s": AccelConfig(name="ulx3s", pe_rows=8, pe_cols=8, act_buf_words=4096, wbuf_tiles=256,
                          pb_tiles=256, res_entries=64, clock_mhz=100.0),
+    # iCE40UP5K: the smallest array, no Persistent Buffer, max-pool as its only vector operation
+    # (docs/boards.md: with average pooling too it needs ~240 LCs more than the chip has)
     "icebreaker": AccelConfig(name="icebreaker", pe_rows=2, pe_cols=2, act_buf_words=2048,
-                              wbuf_tiles=64, pb_tiles=32, res_entries=2, clock_mhz=30.0,
-                              dram_addr_bits=17, perf_counters=False),
+                              wbuf_tiles=64, pb_tiles=0, res_entries=2, clock_mhz=30.0,
+                              dram_addr_bits=17, perf_counters=False, op_avgpool=False,
+                              op_add=False, op_mul=False, op_lut=False),
 }
 
 

@@ -110,16 +110,22 @@ def test_ulx3s_bitstream(tmp_path):
 
 
 @pytest.mark.bitstream
-def test_icebreaker_bitstream_reports_what_overflows(tmp_path):
-    """No SUSHI preset fits the iCE40UP5K yet (docs/boards.md): the build must say what overflowed."""
-    try:
-        rep = build("icebreaker", None, tmp_path)
-    except BoardError as e:
-        assert "does not fit icebreaker" in str(e) and "ICESTORM_LC" in str(e)
-        rep = json.loads((tmp_path / "report.json").read_text())
-        assert rep["fits"] is False and rep["utilization"]["lcs"]["used"] > 5280
-    else:
-        assert rep["bitstream"]
+def test_icebreaker_bitstream_fits(tmp_path):
+    """The icebreaker preset fits the iCE40UP5K (and should meet 30 MHz: docs/boards.md)."""
+    rep = build("icebreaker", None, tmp_path)
+    u = rep["utilization"]
+    assert rep["fits"] and rep["bitstream"] and rep["fmax_mhz"] > 0
+    assert u["lcs"]["used"] <= 5280 and u["dsps"]["used"] <= 8
+    if not rep["timing_met"]:
+        pytest.xfail(f"fits, but 30 MHz is not met yet ({rep['fmax_mhz']} MHz): the sequencer's "
+                     "decode path, docs/boards.md")
+
+
+def test_icebreaker_preset_leaves_out_what_does_not_fit():
+    ib = PRESETS["icebreaker"]
+    assert (ib.pe_rows, ib.pe_cols, ib.pb_tiles) == (2, 2, 0)
+    assert ib.op_maxpool and not (ib.op_avgpool or ib.op_add or ib.op_mul or ib.op_lut)
+    assert BOARDS["icebreaker"].bram_memories == ("pmem",)
 
 
 def test_small_board_config_fields():
