@@ -56,11 +56,18 @@ class Sequencer(wiring.Component):
                        | ((fr["rows"] != 0) & (fr["c_res"] != 0)))
         with m.Switch(op):
             with m.Case(Op.LOADSG):
-                m.d.comb += pb_bad.eq((fs["pb_slot"] + fs["n_tiles"]) > cfg.pb_tiles)
+                if cfg.pb_tiles:
+                    m.d.comb += pb_bad.eq((fs["pb_slot"] + fs["n_tiles"]) > cfg.pb_tiles)
+                else:
+                    m.d.comb += pb_bad.eq((fs["pb_slot"] != 0) | (fs["n_tiles"] != 0))
             with m.Case(Op.SETRES):
                 m.d.comb += pb_bad.eq(res_bad)
             with m.Case(Op.PBKEY):
                 m.d.comb += pb_bad.eq(fk["on"] & (fk["key"] >= cfg.res_entries))
+
+        # the DECODE decisions, registered in CHECK (one cycle after the last instruction beat) so
+        # that exec_start and every unit's start are a few gates from flip-flops
+        r_bad, r_halt, r_key, r_ok = Signal(), Signal(), Signal(), Signal()
 
         with m.FSM():
             with m.State("IDLE"):
@@ -93,20 +100,24 @@ class Sequencer(wiring.Component):
                                     m.d.sync += self.instr[i * W:(i + 1) * W].eq(self.rd_data.data)
                     m.d.sync += k.eq(k + 1)
                     with m.If(k == beats - 1):
-                        m.next = "DECODE"
+                        m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += [r_bad.eq(pb_bad), r_halt.eq(op == Op.HALT), r_key.eq(op == Op.PBKEY),
+                             r_ok.eq((op >= Op.LOAD) & (op <= int(max(Op))))]
+                m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [self.inc_instr_rd.eq(1), self.inc_instr.eq(1)]
                 m.d.sync += pc.eq(pc + INSTR_BYTES)
-                with m.If(op == Op.HALT):
+                with m.If(r_halt):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
-                with m.Elif(pb_bad):
+                with m.Elif(r_bad):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(3)]
                     m.next = "IDLE"
-                with m.Elif(op == Op.PBKEY):
+                with m.Elif(r_key):
                     m.d.sync += [self.pb_on.eq(fk["on"]), self.pb_key.eq(fk["key"])]
                     m.next = "FETCH"
-                with m.Elif((op >= Op.LOAD) & (op <= int(max(Op)))):
+                with m.Elif(r_ok):
                     m.d.comb += self.exec_start.eq(1)
                     m.next = "EXEC"
                 with m.Else():

@@ -213,7 +213,7 @@ class _Machine:
     def fetch(self) -> int:
         beats = max(1, isa.INSTR_BYTES // self.V)
         last = self.dram.read(self.now, beats)
-        return last + 1          # DECODE cycle (exec_start)
+        return last + 2          # CHECK, then the DECODE cycle (exec_start)
 
     def run(self, ins) -> InstrStats:
         st = InstrStats(op=ins.op.name, instr_rd_bytes=isa.INSTR_BYTES)
