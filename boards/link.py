@@ -217,8 +217,10 @@ class HostLink(wiring.Component):
                      rng_ok.eq((addr[:sv] == 0) & (rng_n[:sv] == 0) & (addr[mb:] == 0)
                                & ((addr[:mb] + rng_n) <= mem_bytes))]
 
+        rng_ok_r = Signal()                 # registered in CHK: EXEC decides from flip-flops
+
         def in_range(a, n):
-            return rng_ok
+            return rng_ok_r
 
         # idle counter: counts inside a frame, cleared by every received byte
         with m.If(got):
@@ -289,7 +291,7 @@ class HostLink(wiring.Component):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(got):
                     with m.If(Cat(crc_lo, rx.payload) == crc):
-                        m.next = "EXEC"
+                        m.next = "CHK"
                     with m.Else():
                         reply(m, Code.BAD_CRC)
                 with m.Elif(timed_out):
@@ -303,6 +305,10 @@ class HostLink(wiring.Component):
                     reply(m, Code.OVERSIZED)
                 with m.Elif(~got):
                     m.d.sync += idle.eq(idle + 1)
+
+            with m.State("CHK"):
+                m.d.sync += rng_ok_r.eq(rng_ok)
+                m.next = "EXEC"
 
             with m.State("EXEC"):
                 with m.Switch(cmd):

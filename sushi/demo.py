@@ -51,12 +51,7 @@ def _fmt(v, pct=False):
     return str(v)
 
 
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:            # scikit-learn (the train extra) brings threadpoolctl
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1)
+from sushi.blas import one_blas_thread as _one_blas_thread   # noqa: E402
 
 
 @contextlib.contextmanager
