@@ -110,8 +110,11 @@ def test_ulx3s_bitstream(tmp_path):
 
 
 @pytest.mark.bitstream
+@pytest.mark.ci_bitstream
+@pytest.mark.xdist_group("ice40_bitstream")
 def test_icebreaker_bitstream_fits(tmp_path):
-    """The icebreaker preset fits the iCE40UP5K (and should meet 30 MHz: docs/boards.md)."""
+    """The icebreaker preset fits the iCE40UP5K (and should meet 30 MHz: docs/boards.md).  Part of
+    the default suite (and so of CI): one real bitstream per change."""
     rep = build("icebreaker", None, tmp_path)
     u = rep["utilization"]
     assert rep["fits"] and rep["bitstream"] and rep["fmax_mhz"] > 0
