@@ -33,6 +33,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from compiler.catalog import residency_of
+
 __all__ = ["run_sgs", "main", "FORMAT", "TARGET_LATENCY", "TARGET_WEIGHT_ENERGY"]
 
 FORMAT = "sushi-sgs-bench"
@@ -91,9 +93,6 @@ def _catalog(uses, geoms, cfg, n_super, pb_tiles, res_entries, max_subgraphs=8):
     return build_catalog(uses, geoms, c, n_super, max_subgraphs=max_subgraphs)
 
 
-def _resid(sg) -> dict:
-    from compiler.catalog import residency_of
-    return residency_of(sg)
 
 
 class _Model:
@@ -213,7 +212,7 @@ def _r50(work: Path, quick: bool, bandwidths, pb_sizes, log) -> dict:
                                 "keys_needed": c["keys_needed"], "keys_dropped": c["keys_dropped"],
                                 "loadsg_runs": c["loadsg_runs"], "subnets": c["subnets"], "notes": c["notes"],
                                 "saved_bytes": {s: v["dram_bytes_saved"] for s, v in c["per_subnet"].items()}}
-            ids = {c["id"]: _resid(c) for c in cat["subgraphs"]}
+            ids = {c["id"]: residency_of(c) for c in cat["subgraphs"]}
             # per SubNet: the SubGraph that contains it and saves it the most (the scheduler's pick
             # for a stream of that SubNet), plus the catalog's top SubGraph for all SubNets
             best = {}
@@ -319,7 +318,7 @@ def _digits(work: Path, quick: bool, bandwidths, rtl: bool, log, pb_sizes=None) 
     progs = {n: decode_program(img, int(b.program(n)["base"])) for n in names}
     bprogs = {n: decode_program(bimg, int(bb.program(n)["base"])) for n in names}
     cat = b.catalog()
-    sg_ids = {c["id"]: _resid(c) for c in cat["subgraphs"]}
+    sg_ids = {c["id"]: residency_of(c) for c in cat["subgraphs"]}
     m = _Model(log)
     res = {"config": cfg.to_json(), "baseline_config": bcfg.to_json(), "baseline_act_buf_words_wanted": want,
            "subnets": {n: {"macs": int(b.program(n)["macs"]), "accuracy": b.program(n)["subnet"]["accuracy"],
@@ -451,7 +450,7 @@ def _digits_curve(work, d, cfg, calib, pb_sizes, bandwidths, m, log) -> list:
             for n in b.program_names:
                 pr = decode_program(img, int(b.program(n)["base"]))
                 q[n] = {"baseline_nopb": m.run(("base", pb, n), decode_program(bimg, int(bb.program(n)["base"])), bc, bw),
-                        "subgraphs": {sg["id"]: m.run(("pb", pb, n), pr, c, bw, _resid(sg), sg["id"])
+                        "subgraphs": {sg["id"]: m.run(("pb", pb, n), pr, c, bw, residency_of(sg), sg["id"])
                                       for sg in cat["subgraphs"] if n in sg["subnets"]}}
             pt = _curve_point(b.program_names, q, cat, pb, c.tile_bytes, bw)
             out.append(pt)

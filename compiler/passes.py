@@ -1,9 +1,10 @@
 """Graph transformations: match/apply passes run to a fixed point, grouped into named flows."""
 from __future__ import annotations
 
-import numpy as np
-
+import abc
 import math
+
+import numpy as np
 
 from .errors import CompileError
 from .ir import NO_ACT, X, Graph, Node, ew_affine_clip, ew_compose, infer_shapes
@@ -11,15 +12,17 @@ from .ir import NO_ACT, X, Graph, Node, ew_affine_clip, ew_compose, infer_shapes
 __all__ = ["Pass", "PASSES", "register_pass", "FLOWS", "run_flow", "optimize"]
 
 
-class Pass:
+class Pass(abc.ABC):
     """``match(g) -> node | None`` finds one place to rewrite; ``apply(g, node)`` rewrites it."""
     name = "pass"
 
+    @abc.abstractmethod
     def match(self, g: Graph):
-        raise NotImplementedError
+        """The node to rewrite, or None when the pass has nothing left to do."""
 
+    @abc.abstractmethod
     def apply(self, g: Graph, node: Node):
-        raise NotImplementedError
+        """Rewrite ``g`` at ``node`` (found by :meth:`match`)."""
 
 
 PASSES: dict = {}

@@ -30,6 +30,7 @@ The activations h-swish / h-sigmoid are written as in the OFA code (``x * relu6(
 """
 from __future__ import annotations
 
+import abc
 import copy
 import io
 import os
@@ -184,8 +185,8 @@ def export_module(net: nn.Module, path, resolution: int, dynamo: bool = False, o
     return path
 
 
-class _SuperNet(nn.Module):
-    """Common SuperNet API."""
+class _SuperNet(nn.Module, abc.ABC):
+    """Common SuperNet API (the protocol of models/interface.py); subclasses define the elastic space."""
     resolution = 224
 
     def _finish_init(self, seed, state_dict, bn_stats: str, resolution: int) -> None:
@@ -200,26 +201,33 @@ class _SuperNet(nn.Module):
         if state_dict is None and seed is not None and bn_stats == "data":
             calibrate_bn(self.active_subnet(), random_images(4 if resolution <= 128 else 2, resolution, seed + 1))
 
+    @abc.abstractmethod
     def elastic_space(self) -> dict:
-        raise NotImplementedError
+        """{dimension: allowed values}"""
 
+    @abc.abstractmethod
     def set_active(self, choice: dict | None = None, **kw):
-        raise NotImplementedError
+        """Make the SubNet of ``choice`` (or keyword overrides) the active one."""
 
+    @abc.abstractmethod
     def active_choice(self) -> dict:
-        raise NotImplementedError
+        """The choice of the active SubNet."""
 
+    @abc.abstractmethod
     def active_subnet(self) -> nn.Module:
-        raise NotImplementedError
+        """The active SubNet as a plain module (shares the SuperNet's weights)."""
 
+    @abc.abstractmethod
     def largest_choice(self) -> dict:
-        raise NotImplementedError
+        """The choice with every dimension at its maximum."""
 
+    @abc.abstractmethod
     def smallest_choice(self) -> dict:
-        raise NotImplementedError
+        """The choice with every dimension at its minimum."""
 
+    @abc.abstractmethod
     def sample_choice(self, seed=None) -> dict:
-        raise NotImplementedError
+        """A random choice (seeded)."""
 
     def forward(self, x):
         return self.active_subnet()(x)

@@ -101,7 +101,7 @@ class WeightFetch(wiring.Component):
             key = self.pb_key[:max(1, (NE - 1).bit_length())] if NE > 1 else Const(0, 1)
             m.d.comb += [trp.addr.eq(key), e_rows.eq(trp.data[:16]), e_cres.eq(trp.data[16:32]),
                          e_slot.eq(trp.data[32:]),
-                         e_ok.eq(self.pb_on & valid.bit_select(key, 1) & (self.pb_key < NE))]
+                         e_ok.eq(self.pb_on & valid.bit_select(key, 1))]   # key < NE: sequencer's check
             fkey = fr["key"][:len(key)] if NE > 1 else Const(0, 1)
             m.d.comb += [twp.addr.eq(fkey), twp.data.eq(Cat(fr["rows"], fr["c_res"], fr["pb_slot"][:SB])),
                          twp.en.eq(res_set)]

@@ -145,7 +145,7 @@ class Policy:
     doc: str = ""
 
     def check(self, ctx, t_ms: float):  # -> (target column, dispatches until the next call)
-        raise NotImplementedError
+        raise TypeError(f"policy {self.name!r} sets check_every = {self.check_every} but defines no check()")
 
 
 def offline_column(table: LatencyTable, F: Frontier, slo_ms: np.ndarray, floor: np.ndarray,

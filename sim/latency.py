@@ -11,16 +11,11 @@ import csv
 import json
 from pathlib import Path
 
+from compiler.catalog import residency_of
 from sim.energy import energy
 from sim.perf import DramTiming, decode_program, predict
 
-__all__ = ["build_latency_table", "write_latency_table", "subgraph_residency"]
-
-
-def subgraph_residency(sg: dict) -> dict:
-    """The residency table {key: (rows, c_res, slot)} a catalog SubGraph's load program leaves."""
-    from compiler.catalog import residency_of
-    return residency_of(sg)
+__all__ = ["build_latency_table", "write_latency_table"]
 
 
 def build_latency_table(build, timing: "DramTiming | None" = None, accuracy: "dict | None" = None) -> dict:
@@ -31,7 +26,7 @@ def build_latency_table(build, timing: "DramTiming | None" = None, accuracy: "di
     to_ms = 1.0 / (cfg.clock_mhz * 1e3)
     img, _, _ = build.dram_image()
     sgs = {sid: build.subgraph(sid) for sid in build.subgraph_ids}
-    resident = {"none": None, **{sid: subgraph_residency(sg) for sid, sg in sgs.items()}}
+    resident = {"none": None, **{sid: residency_of(sg) for sid, sg in sgs.items()}}
     table = {"format": "sushi-latency", "version": 1, "clock_mhz": cfg.clock_mhz, "pb_bytes": cfg.pb_bytes,
              "timing": {"latency": timing.latency, "bandwidth": timing.bandwidth},
              "config": cfg.name, "subnets": {}, "subgraphs": {}, "latency_ms": {}, "offchip_bytes": {},

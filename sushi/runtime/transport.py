@@ -1,6 +1,7 @@
 """Byte transports under :class:`~sushi.runtime.device.Device`: a serial port (pyserial)."""
 from __future__ import annotations
 
+import abc
 import time
 
 __all__ = ["Transport", "SerialTransport", "LinkError", "LinkTimeout"]
@@ -14,15 +15,17 @@ class LinkTimeout(LinkError):
     """No (complete) reply within the timeout."""
 
 
-class Transport:
+class Transport(abc.ABC):
     """A byte pipe: ``send(data)``, ``recv(timeout) -> bytes`` (b"" when nothing came), ``close()``."""
     name = "transport"
 
+    @abc.abstractmethod
     def send(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Write ``data`` to the device."""
 
+    @abc.abstractmethod
     def recv(self, timeout: float) -> bytes:
-        raise NotImplementedError
+        """Bytes that arrived within ``timeout`` seconds (b"" when none)."""
 
     def drain(self, quiet: float = 0.05, limit: float = 2.0) -> bytes:
         """Read and drop input until the line is quiet for ``quiet`` seconds."""
