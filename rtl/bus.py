@@ -58,3 +58,28 @@ def instr_fields(word, op: Op) -> dict:
         v = word[lsb:lsb + width]
         out[name] = v.as_signed() if signed else v
     return out
+
+
+#: registers that only cut paths and never change a cycle (copies of values that are stable while
+#: they are used, e.g. instruction fields): True everywhere but on small FPGAs (iCE40, where every
+#: flip-flop costs a logic cell and the clock target is 30 MHz); None = decide by the platform
+TIMING_REGS = None
+
+
+def timing_regs(platform) -> bool:
+    """Whether to build the cycle-neutral timing registers (see TIMING_REGS)."""
+    if TIMING_REGS is not None:
+        return TIMING_REGS
+    from amaranth.vendor import LatticeICE40Platform
+    return not isinstance(platform, LatticeICE40Platform)
+
+
+def stable_copy(m, value, regs: bool, name: str):
+    """``value`` registered every cycle when ``regs`` (for values that stay constant for at least
+    a cycle before and while they are used), else ``value`` itself."""
+    from amaranth.hdl import Signal
+    if not regs:
+        return value
+    r = Signal.like(value, name=name)
+    m.d.sync += r.eq(value)
+    return r

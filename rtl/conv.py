@@ -7,7 +7,7 @@ from sushi.config import AccelConfig
 from sushi.isa import Op
 
 from .bus import INSTR_BITS, instr_fields
-from .pe_array import PeArray
+from .pe_array import LATENCY as PE_LATENCY, PeArray
 from .postproc import PostprocSignature
 from .window import WindowSignature
 
@@ -93,8 +93,8 @@ class ConvEngine(wiring.Component):
         m.d.sync += [en1.eq(issue), first1.eq(win.first), last1.eq(win.last), inpad1.eq(win.inpad),
                      sub1.eq(sub), tag1.eq(win.obase)]
         m.d.comb += [pe.en.eq(en1), pe.first.eq(first1), pe.last.eq(last1), pe.dw.eq(dw),
-                     pe.dsel.eq(sub1), pe.tag.eq(tag1),
-                     pe.a.eq(Mux(inpad1, self.buf_rdata, 0)), pe.w.eq(self.w_rdata)]
+                     pe.dsel.eq(sub1), pe.tag.eq(tag1), pe.inpad.eq(inpad1),
+                     pe.a.eq(self.buf_rdata), pe.w.eq(self.w_rdata)]
 
         # ---- drain: one output word per cycle
         dq = Signal(range(RW + 1))
@@ -138,7 +138,7 @@ class ConvEngine(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(issue & win.final):
-                    m.d.sync += wait.eq(RW + 5)
+                    m.d.sync += wait.eq(RW + 3 + PE_LATENCY)
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += wait.eq(wait - 1)

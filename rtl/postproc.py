@@ -1,14 +1,16 @@
 """Bias, requantization and clamp of V lanes per cycle: the one rule of docs/isa.md."""
-from amaranth.hdl import Module, Signal, Mux, Const, signed
+from amaranth.hdl import Cat, Module, Signal, Mux, Const, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sushi.config import AccelConfig
 
+from .bus import stable_copy, timing_regs
+
 __all__ = ["Postproc", "PostprocSignature", "LATENCY"]
 
 #: cycles from an input beat to its output beat
-LATENCY = 3
+LATENCY = 7
 
 
 class PostprocSignature(wiring.Signature):
@@ -52,59 +54,88 @@ class Postproc(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         V = self.cfg.pe_cols
-        v1, v2 = Signal(), Signal()
-        t1, t2 = Signal(16), Signal(16)
-        lo1, hi1, lo2, hi2 = (Signal(signed(8)) for _ in range(4))
-        m.d.sync += [v1.eq(self.i.valid), v2.eq(v1), self.o_valid.eq(v2),
-                     t1.eq(self.i.tag), t2.eq(t1), self.o_tag.eq(t2)]
-        if self.stable_bounds:
-            m.d.comb += [lo2.eq(self.i.lo), hi2.eq(self.i.hi)]
+        N = LATENCY - 1
+        # stage 0: the beat registered as it arrives (its producers' block RAM outputs and muxes
+        # end here); then stage k's registers load with v[k-1]
+        i = PostprocSignature(lanes=V).flip().create(path=("in",))
+        m.d.sync += [i.valid.eq(self.i.valid), i.tag.eq(self.i.tag)]
+        with m.If(self.i.valid):
+            m.d.sync += [i.acc.eq(self.i.acc), i.bias.eq(self.i.bias), i.mult.eq(self.i.mult),
+                         i.shift.eq(self.i.shift)]
+            if not self.stable_bounds:
+                m.d.sync += [i.lo.eq(self.i.lo), i.hi.eq(self.i.hi)]
+        # per-stage valid, tag and (unless stable) clamp bounds
+        v = [i.valid] + [Signal(name=f"v{k}") for k in range(1, N)] + [self.o_valid]
+        tag = [i.tag] + [Signal(16, name=f"tag{k}") for k in range(1, N)] + [self.o_tag]
+        for k in range(1, N + 1):
+            m.d.sync += [v[k].eq(v[k - 1]), tag[k].eq(tag[k - 1])]
+        if self.stable_bounds:     # (registered: they are stable while any beat is in flight)
+            regs = timing_regs(platform)
+            lo, hi = stable_copy(m, self.i.lo, regs, "lo_r"), stable_copy(m, self.i.hi, regs, "hi_r")
         else:
-            with m.If(self.i.valid):
-                m.d.sync += [lo1.eq(self.i.lo), hi1.eq(self.i.hi)]
-            with m.If(v1):
-                m.d.sync += [lo2.eq(lo1), hi2.eq(hi1)]
-        m.d.comb += self.busy.eq(v1 | v2 | self.o_valid)
+            los = [i.lo] + [Signal(signed(8), name=f"lo{k}") for k in range(1, N)]
+            his = [i.hi] + [Signal(signed(8), name=f"hi{k}") for k in range(1, N)]
+            for k in range(1, N):
+                with m.If(v[k - 1]):
+                    m.d.sync += [los[k].eq(los[k - 1]), his[k].eq(his[k - 1])]
+            lo, hi = los[N - 1], his[N - 1]
+        m.d.comb += self.busy.eq(Cat(*v).any())
         for j in range(V):
-            acc = self.i.acc[32 * j:32 * j + 32].as_signed()
-            bias = self.i.bias[32 * j:32 * j + 32].as_signed()
-            x = Signal(signed(32), name=f"x{j}")
-            mult1 = Signal(16, name=f"mult{j}")
-            sh1, sh2 = Signal(6, name=f"sh1_{j}"), Signal(6, name=f"sh2_{j}")
-            p = Signal(signed(48), name=f"p{j}")
+            acc = i.acc[32 * j:32 * j + 32].as_signed()
+            bias = i.bias[32 * j:32 * j + 32].as_signed()
+            shs = [i.shift[6 * j:6 * j + 6]] + [Signal(6, name=f"sh{k}_{j}") for k in range(1, N)]
+            for k in range(1, N):
+                with m.If(v[k - 1]):
+                    m.d.sync += shs[k].eq(shs[k - 1])
             # the datapath registers only load with a beat (o_data matters only with o_valid;
             # also less work per cycle in simulation)
-            with m.If(self.i.valid):
-                m.d.sync += [x.eq(acc + bias), mult1.eq(self.i.mult[16 * j:16 * j + 16]),
-                             sh1.eq(self.i.shift[6 * j:6 * j + 6])]
-            with m.If(v1):
-                m.d.sync += [p.eq(x * mult1), sh2.eq(sh1)]
+            # 1: x = acc + bias (wraps to int32)
+            x = Signal(signed(32), name=f"x{j}")
+            mult1 = Signal(16, name=f"mult{j}")
+            with m.If(v[0]):
+                m.d.sync += [x.eq(acc + bias), mult1.eq(i.mult[16 * j:16 * j + 16])]
+            # 2: two 16 x 16 partial products (one multiplier each): x = xh * 2**16 + xl
+            pl = Signal(32, name=f"pl{j}")
+            ph = Signal(signed(33), name=f"ph{j}")
+            with m.If(v[1]):
+                m.d.sync += [pl.eq(x[:16] * mult1), ph.eq(x[16:].as_signed() * mult1)]
+            # 3: p = x * mult, exact
+            p = Signal(signed(48), name=f"p{j}")
+            with m.If(v[2]):
+                m.d.sync += p.eq((ph << 16) + pl)
             # round half up folded into the shift: with t = (2p) >> sh (flooring),
             # q = (p + (1 << (sh-1))) >> sh = (t + 1) >> 1 for every sh in 0..63 (sh = 0: t = 2p).
             # Only sat_10(t) matters (|t| >= 512 saturates q to int8 the same way), so the shifter
             # narrows stage by stage (largest shift first): after the stage of 2**k only
             # 10 + 2**k - 1 bits are kept, and a value that no longer fits that width saturates.
-            qs = Signal(signed(8), name=f"qs{j}")
-            v = Signal(signed(49), name=f"t0_{j}")
-            m.d.comb += v.eq(p << 1)
+            # 4: shifts by 32, 16, 8; 5: by 4, 2, 1 (``ok``: no bit lost so far, ``neg``: p < 0)
+            t = p << 1
+            sh = shs[3]
             ok = Const(1, 1)
             for k in (5, 4, 3, 2, 1, 0):
+                if k == 2:          # register between the two halves of the shifter
+                    tr = Signal(signed(len(t)), name=f"tr{j}")
+                    okr, negr = Signal(name=f"ok4_{j}"), Signal(name=f"neg4_{j}")
+                    with m.If(v[3]):
+                        m.d.sync += [tr.eq(t), okr.eq(ok), negr.eq(p[-1])]
+                    t, ok, sh = tr, okr, shs[4]
                 wk = 10 + (1 << k) - 1
-                sv = Mux(sh2[k], v >> (1 << k), v)
+                sv = Mux(sh[k], t >> (1 << k), t)
                 nv = Signal(signed(wk), name=f"t{6 - k}_{j}")
                 m.d.comb += nv.eq(sv)
-                hi_bits = sv[wk - 1:len(v)]
+                hi_bits = sv[wk - 1:len(t)]
                 ok = ok & ((hi_bits == 0) | (hi_bits == (1 << len(hi_bits)) - 1))
-                v = nv
-            neg = p[-1]
-            u = Signal(signed(10), name=f"u{j}")
-            m.d.comb += u.eq(Mux(ok, v, Mux(neg, -512, 511)))
+                t = nv
+            # 6: q = round(sat_10(t) / 2)
             q = Signal(signed(10), name=f"q{j}")
-            m.d.comb += q.eq((u + 1) >> 1)
+            with m.If(v[4]):
+                m.d.sync += q.eq((Mux(ok, t, Mux(negr, -512, 511)) + 1) >> 1)
+            # 7: saturate to int8, clamp
             top = q[7:]
             ovf = ~((top == 0) | (top == (1 << len(top)) - 1))
+            qs = Signal(signed(8), name=f"qs{j}")
             m.d.comb += qs.eq(Mux(ovf, Mux(q[-1], -128, 127), q[:8]))
-            y = Mux(qs < lo2, lo2, Mux(qs > hi2, hi2, qs))
-            with m.If(v2):
+            y = Mux(qs < lo, lo, Mux(qs > hi, hi, qs))
+            with m.If(v[5]):
                 m.d.sync += self.o_data[8 * j:8 * j + 8].eq(y)
         return m

@@ -46,28 +46,29 @@ class Sequencer(wiring.Component):
         fr = instr_fields(self.instr, Op.SETRES)
         fk = instr_fields(self.instr, Op.PBKEY)
         cfg = self.cfg
-        pb_bad = Signal()
-        if cfg.pb_tiles:
-            res_n = Signal(32)
-            m.d.comb += res_n.eq(fr["rows"] * fr["c_res"])
-            res_bad = (fr["key"] >= cfg.res_entries) | ((fr["pb_slot"] + res_n) > cfg.pb_tiles)
-        else:       # no PB: only an empty entry may be set
-            res_bad = ((fr["key"] >= cfg.res_entries) | (fr["pb_slot"] != 0)
-                       | ((fr["rows"] != 0) & (fr["c_res"] != 0)))
-        with m.Switch(op):
-            with m.Case(Op.LOADSG):
-                if cfg.pb_tiles:
-                    m.d.comb += pb_bad.eq((fs["pb_slot"] + fs["n_tiles"]) > cfg.pb_tiles)
-                else:
-                    m.d.comb += pb_bad.eq((fs["pb_slot"] != 0) | (fs["n_tiles"] != 0))
-            with m.Case(Op.SETRES):
-                m.d.comb += pb_bad.eq(res_bad)
-            with m.Case(Op.PBKEY):
-                m.d.comb += pb_bad.eq(fk["on"] & (fk["key"] >= cfg.res_entries))
-
-        # the DECODE decisions, registered in CHECK (one cycle after the last instruction beat) so
-        # that exec_start and every unit's start are a few gates from flip-flops
+        # the DECODE decisions in two registered steps (CHECK: products, sums and simple compares
+        # of the fresh instruction; CHECK2: the range checks) so that exec_start and every unit's
+        # start are a few gates from flip-flops
+        c_sg, c_sr, c_key, c_on = Signal(), Signal(), Signal(), Signal()
+        c_sr_key, c_key_bad, c_sg_sum_bad = Signal(), Signal(), Signal()
+        c_slot = Signal(32)
+        c_res_n = Signal(32)
+        c_empty = Signal()
         r_bad, r_halt, r_key, r_ok = Signal(), Signal(), Signal(), Signal()
+        check1 = [c_sg.eq(op == Op.LOADSG), c_sr.eq(op == Op.SETRES), c_key.eq(op == Op.PBKEY),
+                  c_on.eq(fk["on"]), c_key_bad.eq(fk["key"] >= cfg.res_entries),
+                  c_sr_key.eq(fr["key"] >= cfg.res_entries), c_slot.eq(fr["pb_slot"])]
+        if cfg.pb_tiles:
+            check1 += [c_sg_sum_bad.eq((fs["pb_slot"] + fs["n_tiles"]) > cfg.pb_tiles),
+                       c_res_n.eq(fr["rows"] * fr["c_res"])]
+            res_bad = c_sr_key | ((c_slot + c_res_n) > cfg.pb_tiles)
+        else:       # no PB: only an empty entry may be set, LOADSG of nothing
+            check1 += [c_sg_sum_bad.eq((fs["pb_slot"] != 0) | (fs["n_tiles"] != 0)),
+                       c_empty.eq((fr["rows"] == 0) | (fr["c_res"] == 0))]
+            res_bad = c_sr_key | (c_slot != 0) | ~c_empty
+        check1 += [r_halt.eq(op == Op.HALT), r_key.eq(op == Op.PBKEY),
+                   r_ok.eq((op >= Op.LOAD) & (op <= int(max(Op))))]
+        pb_bad = (c_sg & c_sg_sum_bad) | (c_sr & res_bad) | (c_key & c_on & c_key_bad)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -102,8 +103,10 @@ class Sequencer(wiring.Component):
                     with m.If(k == beats - 1):
                         m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += [r_bad.eq(pb_bad), r_halt.eq(op == Op.HALT), r_key.eq(op == Op.PBKEY),
-                             r_ok.eq((op >= Op.LOAD) & (op <= int(max(Op))))]
+                m.d.sync += check1
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                m.d.sync += r_bad.eq(pb_bad)
                 m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [self.inc_instr_rd.eq(1), self.inc_instr.eq(1)]

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import LUT_BYTES, Op
 
-from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
+from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields, stable_copy, timing_regs
 from .postproc import PostprocSignature
 from .window import WindowSignature
 
@@ -55,7 +55,9 @@ class VectorUnit(wiring.Component):
         # the operations built in (AccelConfig.op_*); the unit is only started with one of them
         PMAX, PAVG, ADD, MUL, LUT = cfg.op_maxpool, cfg.op_avgpool, cfg.op_add, cfg.op_mul, cfg.op_lut
         POOL, AM = PMAX or PAVG, ADD or MUL
-        opc = self.instr[:8]
+        # the opcode decode from a registered copy (the instruction is stable from two cycles
+        # before ``start``)
+        opc = stable_copy(m, self.instr[:8], timing_regs(platform), "opc_r")
         is_pool = (opc == Op.POOL) if POOL else Const(0)
         is_mul = (opc == Op.MUL) if MUL else Const(0)
         is_lut = (opc == Op.LUT) if LUT else Const(0)
@@ -81,21 +83,27 @@ class VectorUnit(wiring.Component):
             ]
             prun = Signal()
             m.d.comb += win.advance.eq(prun & win.valid)
+            # step (cycle 0) -> the read word registered (1) -> accumulate (2) -> beat (3)
             en1, first1, last1, inpad1 = Signal(), Signal(), Signal(), Signal()
-            tag1, ptag2 = Signal(16), Signal(16)
-            pv2 = Signal()
+            en2, first2, last2, inpad2 = Signal(), Signal(), Signal(), Signal()
+            tag1, tag2, ptag3 = Signal(16), Signal(16), Signal(16)
+            prd = Signal(8 * V)
+            pv3 = Signal()
             m.d.sync += [en1.eq(win.advance), first1.eq(win.first), last1.eq(win.last),
                          inpad1.eq(win.inpad), tag1.eq(win.obase),
-                         pv2.eq(en1 & last1), ptag2.eq(tag1)]
+                         en2.eq(en1), first2.eq(first1), last2.eq(last1), inpad2.eq(inpad1), tag2.eq(tag1),
+                         pv3.eq(en2 & last2), ptag3.eq(tag2)]
+            with m.If(en1):
+                m.d.sync += prd.eq(self.buf_rdata)
             # |sum| <= 255*255*128 < 2**23 (kh, kw are 8-bit): 24 bits are exact; a max is 8 bits
             pacc = [Signal(signed(24 if PAVG else 8), name=f"pacc{j}") for j in range(V)]
             for j in range(V):
-                a = lane(self.buf_rdata, j)
-                mx = Mux(first1, Mux(inpad1, a, -128), Mux(inpad1 & (a > pacc[j]), a, pacc[j]))
-                sm = Mux(first1, 0, pacc[j]) + Mux(inpad1, a, 0)
-                with m.If(en1):
+                a = lane(prd, j)
+                mx = Mux(first2, Mux(inpad2, a, -128), Mux(inpad2 & (a > pacc[j]), a, pacc[j]))
+                sm = Mux(first2, 0, pacc[j]) + Mux(inpad2, a, 0)
+                with m.If(en2):
                     m.d.sync += pacc[j].eq(Mux(avg, sm, mx) if PMAX and PAVG else (sm if PAVG else mx))
-            beats.append((is_pool, pv2, ptag2, fp["clamp_lo"], fp["clamp_hi"],
+            beats.append((is_pool, pv3, ptag3, fp["clamp_lo"], fp["clamp_hi"],
                           [(pacc[j], Mux(avg, fp["mult"], 1), Mux(avg, fp["shift"], 0)) for j in range(V)]))
 
         # ---------------- ADD / MUL (a, b read on alternating cycles)
@@ -234,7 +242,7 @@ class VectorUnit(wiring.Component):
                 with m.State("POOL"):
                     m.d.comb += prun.eq(1)
                     with m.If(win.advance & win.final):
-                        m.d.sync += wait.eq(4)
+                        m.d.sync += wait.eq(5)
                         m.next = "FLUSH"
             if AM:
                 with m.State("ADD"):

@@ -114,22 +114,24 @@ class WeightFetch(wiring.Component):
                 pb_w.append(mem.write_port())
                 m.d.comb += pb_r[r].addr.eq(pb_slot)
 
+        # loop bounds from the instruction, registered every cycle (the instruction is stable from
+        # two cycles before ``start``, so these are ready before GROUP): no multiplier or mux of
+        # instruction fields on the GEN cycle's paths
         dw = f["dw"]
         khkw = Signal(16)
         nt = Signal(16)
-        m.d.comb += khkw.eq(f["kh"] * f["kw"])
+        m.d.sync += khkw.eq(f["kh"] * f["kw"])
         if R & (R - 1) == 0:
             m.d.comb += nt.eq((khkw + R - 1) >> (R.bit_length() - 1))
         else:
             m.d.comb += nt.eq((khkw + R - 1) // R)
-        la, lb, lc = Signal(8), Signal(8), Signal(16)      # loop bounds (ky, kx, c)
-        m.d.comb += [la.eq(Mux(dw, 1, f["kh"])), lb.eq(Mux(dw, 1, f["kw"])),
-                     lc.eq(Mux(dw, nt, f["cin_w"]))]
-        rec_beats = Signal(8)
+        la1, lb1, lc1 = Signal(8), Signal(8), Signal(16)    # loop bounds - 1 (ky, kx, c)
+        m.d.sync += [la1.eq(Mux(dw, 1, f["kh"]) - 1), lb1.eq(Mux(dw, 1, f["kw"]) - 1),
+                     lc1.eq(Mux(dw, nt, f["cin_w"]) - 1)]
+        rec_beats1 = Signal(8)
         rec_stride = Signal(16)
-        m.d.comb += [rec_beats.eq(Mux(dw, 8, 8 * R // V)),
+        m.d.sync += [rec_beats1.eq(Mux(dw, 8, 8 * R // V) - 1),
                      rec_stride.eq(Mux(dw, V * PARAM_BYTES, R * PARAM_BYTES))]
-
         g = Signal(10)
         h = Signal()
         gbase, rowb, colb = Signal(TB), Signal(TB), Signal(TB)
@@ -158,10 +160,15 @@ class WeightFetch(wiring.Component):
         with m.If(self.release):
             m.d.sync += self.full.bit_select(self.release_half, 1).eq(0)
 
-        cur = Signal(TB)
-        m.d.comb += cur.eq(colb + c)
+        # GEN's decisions come from flags kept one step ahead (the next tile id ``cur``, the end of
+        # the current run ``run_next``, the loop-end, run and residency compares): each is
+        # computed beside the update that changes its inputs, not after it
+        cur, run_next = Signal(TB), Signal(TB)
+        c_last, kx_last, ky_last = Signal(), Signal(), Signal()
+        run_any, run_full = Signal(), Signal()
+        row_hit, col_hit = Signal(), Signal()
         hit = Signal()
-        m.d.comb += [hit.eq(e_ok & (ri < e_rows) & (c < e_cres)), pb_slot.eq(pbrow + c)]
+        m.d.comb += [hit.eq(row_hit & col_hit), pb_slot.eq(pbrow + c)]
         daddr = Signal(A)
         m.d.comb += daddr.eq(wbase + run_start * T)
         with m.FSM():
@@ -174,22 +181,25 @@ class WeightFetch(wiring.Component):
                     m.next = "SG_ISSUE"
                 with m.Elif(self.start):
                     m.d.sync += [g.eq(0), h.eq(0), gbase.eq(f["tile_base"]), paddr.eq(f["param_addr"]),
-                                 self.full.eq(0), ri.eq(0), pbrow.eq(e_slot)]
+                                 self.full.eq(0), ri.eq(0), pbrow.eq(e_slot),
+                                 row_hit.eq(e_ok & (e_rows != 0))]
                     m.next = "GROUP"
             with m.State("GROUP"):
                 with m.If(g == f["n_groups"]):
                     m.next = "IDLE"
                 with m.Elif(~self.full.bit_select(h, 1)):
-                    m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
-                                 run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0)]
+                    m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase), cur.eq(gbase),
+                                 run_len.eq(0), run_any.eq(0), run_full.eq(0), gen_done.eq(0), tloc.eq(0),
+                                 row.eq(0), c_last.eq(lc1 == 0), kx_last.eq(lb1 == 0), ky_last.eq(la1 == 0),
+                                 col_hit.eq(e_cres != 0)]
                     m.next = "GEN"
             with m.State("GEN"):
                 with m.If(gen_done):
-                    with m.If(run_len != 0):
+                    with m.If(run_any):
                         m.next = "ISSUE"
                     with m.Else():
                         m.next = "PCMD"
-                with m.Elif((run_len != 0) & (hit | (cur != (run_start + run_len)[:TB]) | (run_len == max_run))):
+                with m.Elif(run_any & (hit | (cur != run_next) | run_full)):
                     m.next = "ISSUE"
                 with m.Else():
                     # take this tile: a hit is copied from the PB now, a miss joins the DRAM run
@@ -197,21 +207,28 @@ class WeightFetch(wiring.Component):
                     with m.If(hit):
                         m.d.sync += [cp_v.eq(1), cp_dst.eq(Mux(h, WT, 0) + tloc), tloc.eq(tloc + 1)]
                     with m.Else():
-                        with m.If(run_len == 0):
-                            m.d.sync += run_start.eq(cur)
-                        m.d.sync += run_len.eq(run_len + 1)
-                    with m.If(c != lc - 1):
-                        m.d.sync += c.eq(c + 1)
-                    with m.Else():
-                        m.d.sync += [c.eq(0), ri.eq(Mux(ri == 0xFFFF, ri, ri + 1)),     # saturates
-                                     pbrow.eq(pbrow + e_cres)]
-                        with m.If(kx != lb - 1):
-                            m.d.sync += [kx.eq(kx + 1), colb.eq(colb + f["tile_skx"])]
+                        with m.If(~run_any):
+                            m.d.sync += [run_start.eq(cur), run_next.eq(cur + 1)]
                         with m.Else():
-                            m.d.sync += kx.eq(0)
-                            with m.If(ky != la - 1):
+                            m.d.sync += run_next.eq(run_next + 1)
+                        m.d.sync += [run_len.eq(run_len + 1), run_any.eq(1),
+                                     run_full.eq(run_len + 1 == max_run)]
+                    with m.If(~c_last):
+                        m.d.sync += [c.eq(c + 1), cur.eq(cur + 1), c_last.eq(c + 1 == lc1),
+                                     col_hit.eq(c + 1 < e_cres)]
+                    with m.Else():
+                        ri_n = Mux(ri == 0xFFFF, ri, ri + 1)                           # saturates
+                        m.d.sync += [c.eq(0), ri.eq(ri_n), pbrow.eq(pbrow + e_cres), c_last.eq(lc1 == 0),
+                                     col_hit.eq(e_cres != 0), row_hit.eq(e_ok & (ri_n < e_rows))]
+                        with m.If(~kx_last):
+                            m.d.sync += [kx.eq(kx + 1), colb.eq(colb + f["tile_skx"]),
+                                         cur.eq(colb + f["tile_skx"]), kx_last.eq(kx + 1 == lb1)]
+                        with m.Else():
+                            m.d.sync += [kx.eq(0), kx_last.eq(lb1 == 0)]
+                            with m.If(~ky_last):
                                 m.d.sync += [ky.eq(ky + 1), rowb.eq(rowb + f["tile_sky"]),
-                                             colb.eq(rowb + f["tile_sky"])]
+                                             colb.eq(rowb + f["tile_sky"]), cur.eq(rowb + f["tile_sky"]),
+                                             ky_last.eq(ky + 1 == la1)]
                             with m.Else():
                                 m.d.sync += gen_done.eq(1)
             with m.State("ISSUE"):
@@ -234,14 +251,14 @@ class WeightFetch(wiring.Component):
                     with m.Else():
                         m.d.sync += row.eq(row + 1)
                     with m.If(beats == 1):
-                        m.d.sync += run_len.eq(0)
+                        m.d.sync += [run_len.eq(0), run_any.eq(0), run_full.eq(0)]
                         with m.If(gen_done):
                             m.next = "PCMD"
                         with m.Else():
                             m.next = "GEN"
             with m.State("PCMD"):
                 m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(paddr),
-                             self.rd_cmd.len.eq(rec_beats)]
+                             self.rd_cmd.len.eq(rec_beats1 + 1)]
                 with m.If(self.rd_cmd.ready):
                     m.d.sync += pk.eq(0)
                     m.next = "PDATA"
@@ -252,7 +269,7 @@ class WeightFetch(wiring.Component):
                 with m.If(self.rd_data.valid):
                     m.d.comb += [self.inc_w_rd.eq(1), pwp.en.eq(Const(1, 8) << pk[:3])]
                     m.d.sync += pk.eq(pk + 1)
-                    with m.If(pk == rec_beats - 1):
+                    with m.If(pk == rec_beats1):
                         m.d.sync += [self.full.bit_select(h, 1).eq(1), h.eq(~h), g.eq(g + 1),
                                      gbase.eq(gbase + f["tile_sg"]), paddr.eq(paddr + rec_stride)]
                         m.next = "GROUP"

@@ -3,6 +3,8 @@ from amaranth.hdl import Module, Signal, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .bus import stable_copy, timing_regs
+
 __all__ = ["WindowGen", "WindowSignature", "CFG_PORTS", "OUT_PORTS"]
 
 #: configuration inputs of the window generator (name, width)
@@ -55,8 +57,9 @@ class WindowGen(wiring.Component):
     A step reads buffer word ``ioff + (iy*in_w + ix)*stride + cc + c`` with ``iy = oy*sh + ky -
     pad_top``, ``ix = ox*sw + kx - pad_left``; ``inpad`` says the position lies inside the input.
     ``first``/``last`` mark the first/last step of a unit (one ``(oy, ox, cc)``); ``obase`` is
-    ``obase0 + unit*ostride``.  The configuration must be stable from ``start`` to the end; after
-    ``start`` two setup cycles pass before ``valid`` rises.
+    ``obase0 + unit*ostride``.  The configuration must be stable from the cycle before ``start`` to
+    the end (it is registered; ``ioff`` and ``obase0`` may change up to ``start`` itself: they are
+    first used two cycles later); after ``start`` two setup cycles pass before ``valid`` rises.
 
     Buffer addresses are 16-bit words, so every address term is kept modulo 2**16 (only ``iy``,
     ``ix`` are exact signed values, for ``inpad``); the setup products are shift-and-add.
@@ -73,6 +76,12 @@ class WindowGen(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         A = self.addr_bits
+        # the configuration (instruction fields behind the users' muxes) registered: it is stable
+        # from ``start`` on, and the first use of a registered copy is a cycle later
+        regs = timing_regs(platform)
+        cfgp = {n: stable_copy(m, getattr(self, n), regs, f"cfg_{n}") for n, _ in CFG_PORTS}
+        (in_h, in_w, out_h, out_w, kh, kw, sh, sw, pad_top, pad_left, n_cc, n_c, stride, ioff,
+         obase0, ostride) = (cfgp[n] for n, _ in CFG_PORTS)
         oy, ox, cc, c = Signal(10), Signal(10), Signal(10), Signal(10)
         ky, kx = Signal(8), Signal(8)
         iy0, ix0, iy, ix = (Signal(signed(14), name=n) for n in ("iy0", "ix0", "iy", "ix"))
@@ -82,16 +91,24 @@ class WindowGen(wiring.Component):
         obase = Signal(A)
         setup = Signal(2)
 
-        # x == n - 1 as x + 1 == n (the incrementer is there anyway; no decrementer per bound)
-        last_c = c + 1 == self.n_c
-        last_kx = kx + 1 == self.kw
-        last_ky = ky + 1 == self.kh
-        last_cc = cc + 1 == self.n_cc
-        last_ox = ox + 1 == self.out_w
-        last_oy = oy + 1 == self.out_h
+        # "x is at its last value" flags, kept in registers beside the counters (set from the
+        # next value's compare when a counter moves): the step outputs and every decision below
+        # start at flip-flops
+        last_c, last_kx, last_ky, last_cc, last_ox, last_oy = (
+            Signal(name=f"last_{n}") for n in ("c", "kx", "ky", "cc", "ox", "oy"))
+        bounds = ((last_c, c, n_c), (last_kx, kx, kw), (last_ky, ky, kh),
+                  (last_cc, cc, n_cc), (last_ox, ox, out_w), (last_oy, oy, out_h))
+
+        def reset(flag):        # the counter goes to 0
+            n = next(b[2] for b in bounds if b[0] is flag)
+            return flag.eq(n == 1)
+
+        def step(flag):         # the counter goes to x + 1
+            _, x, n = next(b for b in bounds if b[0] is flag)
+            return flag.eq(x + 2 == n)
         m.d.comb += [
-            self.addr.eq((self.ioff[:A] + kbase + cc + c)[:A]),
-            self.inpad.eq((iy >= 0) & (iy < self.in_h) & (ix >= 0) & (ix < self.in_w)),
+            self.addr.eq((ioff[:A] + kbase + cc + c)[:A]),
+            self.inpad.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)),
             self.first.eq((c == 0) & (kx == 0) & (ky == 0)),
             self.last.eq(last_c & last_kx & last_ky),
             self.final.eq(last_c & last_kx & last_ky & last_cc & last_ox & last_oy),
@@ -101,48 +118,48 @@ class WindowGen(wiring.Component):
         # start cycle loads them as before, without ``start`` on the enables of all these flip-flops:
         # it comes combinationally from the sequencer's decode, a long path on small FPGAs)
         with m.If((setup == 0) & ~self.valid):
-            m.d.sync += [rowstride.eq(_mul16(self.stride, self.in_w, A)),
-                         colstep.eq(_mul16(self.stride, self.sw, A)),
-                         padl.eq(_mul16(self.stride, self.pad_left, A))]
+            m.d.sync += [rowstride.eq(_mul16(stride, in_w, A)),
+                         colstep.eq(_mul16(stride, sw, A)),
+                         padl.eq(_mul16(stride, pad_left, A))]
         with m.If(self.start):
             m.d.sync += [setup.eq(1), self.valid.eq(0)]
         with m.Elif(setup == 1):
-            m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, self.sh, A)),
-                         padt.eq(_mul16(rowstride, self.pad_top, A))]
+            m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, sh, A)),
+                         padt.eq(_mul16(rowstride, pad_top, A))]
         with m.Elif(setup == 2):
             p0 = (-padt - padl)[:A]
             m.d.sync += [setup.eq(0), self.valid.eq(1),
                          oy.eq(0), ox.eq(0), cc.eq(0), ky.eq(0), kx.eq(0), c.eq(0),
-                         iy0.eq(-self.pad_top), iy.eq(-self.pad_top),
-                         ix0.eq(-self.pad_left), ix.eq(-self.pad_left),
+                         iy0.eq(-pad_top), iy.eq(-pad_top),
+                         ix0.eq(-pad_left), ix.eq(-pad_left),
                          prow.eq(p0), pbase.eq(p0), rbase.eq(p0), kbase.eq(p0),
-                         obase.eq(self.obase0)]
+                         obase.eq(obase0)] + [reset(b[0]) for b in bounds]
         with m.Elif(self.advance & self.valid):
             with m.If(~last_c):
-                m.d.sync += c.eq(c + 1)
+                m.d.sync += [c.eq(c + 1), step(last_c)]
             with m.Else():
-                m.d.sync += c.eq(0)
+                m.d.sync += [c.eq(0), reset(last_c)]
                 with m.If(~last_kx):
-                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), kbase.eq(kbase + self.stride)]
+                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), kbase.eq(kbase + stride), step(last_kx)]
                 with m.Else():
-                    m.d.sync += [kx.eq(0), ix.eq(ix0)]
+                    m.d.sync += [kx.eq(0), ix.eq(ix0), reset(last_kx)]
                     with m.If(~last_ky):
                         m.d.sync += [ky.eq(ky + 1), iy.eq(iy + 1), rbase.eq(rbase + rowstride),
-                                     kbase.eq(rbase + rowstride)]
+                                     kbase.eq(rbase + rowstride), step(last_ky)]
                     with m.Else():
-                        m.d.sync += [ky.eq(0), obase.eq(obase + self.ostride)]
+                        m.d.sync += [ky.eq(0), obase.eq(obase + ostride), reset(last_ky)]
                         with m.If(~last_cc):
-                            m.d.sync += [cc.eq(cc + 1), iy.eq(iy0), rbase.eq(pbase), kbase.eq(pbase)]
+                            m.d.sync += [cc.eq(cc + 1), iy.eq(iy0), rbase.eq(pbase), kbase.eq(pbase), step(last_cc)]
                         with m.Else():
-                            m.d.sync += cc.eq(0)
+                            m.d.sync += [cc.eq(0), reset(last_cc)]
                             with m.If(~last_ox):
                                 nb = pbase + colstep
-                                m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + self.sw), ix.eq(ix0 + self.sw),
-                                             iy.eq(iy0), pbase.eq(nb), rbase.eq(nb), kbase.eq(nb)]
+                                m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + sw), ix.eq(ix0 + sw),
+                                             iy.eq(iy0), pbase.eq(nb), rbase.eq(nb), kbase.eq(nb), step(last_ox)]
                             with m.Else():
                                 nb = prow + rowstep
-                                m.d.sync += [ox.eq(0), ix0.eq(-self.pad_left), ix.eq(-self.pad_left),
-                                             oy.eq(oy + 1), iy0.eq(iy0 + self.sh), iy.eq(iy0 + self.sh),
+                                m.d.sync += [ox.eq(0), ix0.eq(-pad_left), ix.eq(-pad_left), reset(last_ox), step(last_oy),
+                                             oy.eq(oy + 1), iy0.eq(iy0 + sh), iy.eq(iy0 + sh),
                                              prow.eq(nb), pbase.eq(nb), rbase.eq(nb), kbase.eq(nb)]
                                 with m.If(last_oy):
                                     m.d.sync += self.valid.eq(0)

@@ -35,6 +35,9 @@ from sushi import isa
 from sushi.config import AccelConfig
 from sushi.isa import Op
 
+from rtl.pe_array import LATENCY as PE_LATENCY     # the PE array pipeline (cycles to res_valid)
+from rtl.postproc import LATENCY as PP_LATENCY     # the post-processor pipeline (beat in -> out)
+
 __all__ = ["DramTiming", "instr_cycles", "program_cycles", "predict", "latency_table", "Residency",
            "decode_program"]
 
@@ -213,7 +216,7 @@ class _Machine:
     def fetch(self) -> int:
         beats = max(1, isa.INSTR_BYTES // self.V)
         last = self.dram.read(self.now, beats)
-        return last + 2          # CHECK, then the DECODE cycle (exec_start)
+        return last + 3          # CHECK, CHECK2, then the DECODE cycle (exec_start)
 
     def run(self, ins) -> InstrStats:
         st = InstrStats(op=ins.op.name, instr_rd_bytes=isa.INSTR_BYTES)
@@ -225,9 +228,13 @@ class _Machine:
             self.now = d + 1
             st.cycles = self.now - t0
             return st
+        self.pp_last = None                           # cycle of the last beat into the post-processor
         x = getattr(self, "_" + ins.op.name.lower())(ins, d, st)   # cycle of the unit's done pulse
-        # done (x) -> fin (x+1) = exec_done seen by EXEC -> next FETCH at x+2
+        # done (x) -> fin (x+1) = exec_done seen by EXEC -> next FETCH at x+2; exec_done also waits
+        # for the post-processor: busy from the cycle after a beat enters until its result is out
         self.now = x + 2
+        if self.pp_last is not None:
+            self.now = max(self.now, self.pp_last + PP_LATENCY + 2)
         st.cycles = self.now - t0
         return st
 
@@ -261,20 +268,27 @@ class _Machine:
     def _pool(self, ins, d, st):
         V = self.V
         steps = ins.out_h * ins.out_w * ins.c_w * ins.kh * ins.kw
-        # win.start in IDLE (d), first step d+3 (two setup cycles), FLUSH wait 4..0 -> done
+        # win.start in IDLE (d), first step d+3 (two setup cycles), FLUSH wait 5..0 -> done
         st.sram_rd_bytes = steps * V
         st.sram_wr_bytes = ins.out_h * ins.out_w * ins.c_w * V
-        return d + 3 + steps + 4
+        if steps:           # last step d+2+steps, its word registered, accumulated, then the beat
+            self.pp_last = d + 5 + steps
+        return d + 3 + steps + 5
 
     def _add(self, ins, d, st):
         n = ins.n_words
         st.sram_rd_bytes, st.sram_wr_bytes = 2 * n * self.V, n * self.V
-        # ADD state from d+1, a/b reads on alternating cycles (2n), aend, FLUSH wait 4..0
+        # ADD state from d+1, a/b reads on alternating cycles (2n), aend, FLUSH wait 4..0; the
+        # last b read at d+2n -> registered, multiplied and added -> beat at d+2n+3
+        if n:
+            self.pp_last = d + 2 * n + 3
         return d + 1 + 2 * n + 5
 
     def _mul(self, ins, d, st):
         n = ins.n_pix * ins.c_w
         st.sram_rd_bytes, st.sram_wr_bytes = 2 * n * self.V, n * self.V
+        if n:
+            self.pp_last = d + 2 * n + 3
         return d + 1 + 2 * n + 5
 
     def _lut(self, ins, d, st):
@@ -285,6 +299,8 @@ class _Machine:
         st.w_rd_bytes = isa.LUT_BYTES
         st.sram_wr_bytes = isa.LUT_BYTES * V + n * V  # V lane copies of the table; the results
         st.sram_rd_bytes = n * V + n * V * V          # inputs; one V-byte table word per lane
+        if n:                                         # lookups c .. c+n-1, table read, beat
+            self.pp_last = c + n + 1
         return c + n + 6                              # n lookups, FLUSH wait 5..0
 
     # ---- LOADSG (rtl/weight_fetch.py SG_ISSUE / SG_DATA / SG_SET)
@@ -392,7 +408,9 @@ class _Machine:
         def engine(k):
             f0 = max(cs[k] + 3, fe[k])                          # window valid 3 cycles after GSTART
             e = f0 + (P - 1) * period + S - 1                   # the group's final step
-            rel.append(e + RW + 6)                              # FLUSH wait RW+5..0: release
+            # its last output word into the post-processor: PE array from e+1, res_valid, drain
+            self.pp_last = e + 1 + PE_LATENCY + nwords
+            rel.append(e + RW + 4 + PE_LATENCY)                 # FLUSH wait RW+3+PE_LATENCY..0: release
             cs.append(rel[-1] + 1)                              # GSTART
 
         ws = d + 1                                              # WF: IDLE -> GROUP

@@ -225,7 +225,7 @@ def test_model_basics():
     assert slow["cycles"] > full["cycles"] > 0
     assert full["cycles"] == sum(i["cycles"] for i in full["instrs"])
     assert program_cycles(tr, CFG, DramTiming(**{})) == predict(tr, CFG)["cycles"]
-    assert instr_cycles(tr[-1], CFG, DramTiming()) == 20 + 4 + 2     # HALT: latency + 4 beats + CHECK + DECODE
+    assert instr_cycles(tr[-1], CFG, DramTiming()) == 20 + 4 + 3     # HALT: latency + 4 beats + CHECK, CHECK2, DECODE
     assert full["w_rd_bytes"] == 4 * 36 * CFG.tile_bytes + 4 * CFG.pe_rows * 8
     assert full["mac_cycles"] == 4 * 16 * 36 and full["macs"] == full["mac_cycles"] * CFG.tile_bytes
     # legacy spelling: beats per cycle

@@ -12,7 +12,7 @@ from sushi.config import PRESETS, AccelConfig
 from sushi.isa import ISA_VERSION, LUT_BYTES, Op, decode, encode, pack_params, requant
 from rtl.accel import SushiAccel
 from rtl.csr import CSR_MAP
-from rtl.pe_array import PeArray
+from rtl.pe_array import LATENCY as PE_LATENCY, PeArray
 from rtl.postproc import LATENCY, Postproc
 from rtl.window import WindowGen
 
@@ -94,13 +94,14 @@ def test_pe_array_dense_and_depthwise(cfg):
     for p in range(12):
         dw = p % 3 == 2
         n = int(rng.integers(1, 6))
-        steps = [(rng.integers(-128, 128, V), rng.integers(-128, 128, (R, V)), int(rng.integers(0, R)))
-                 for _ in range(n)]
+        steps = [(rng.integers(-128, 128, V), rng.integers(-128, 128, (R, V)), int(rng.integers(0, R)),
+                  bool(rng.random() < .8)) for _ in range(n)]
         pixels.append((dw, steps))
     exp = []
     for dw, steps in pixels:
         acc = np.zeros(R, np.int64)
-        for a, w, d in steps:
+        for a, w, d, inpad in steps:
+            a = a * inpad           # a padding step reads zeros
             if dw:
                 acc[:V] += w[d] * a
             else:
@@ -111,12 +112,12 @@ def test_pe_array_dense_and_depthwise(cfg):
     async def tb(ctx):
         seq = [(dw, i == 0, i == len(steps) - 1, s, k) for k, (dw, steps) in enumerate(pixels)
                for i, s in enumerate(steps)]
-        for cyc in range(len(seq) + 4):
+        for cyc in range(len(seq) + PE_LATENCY + 2):
             if ctx.get(dut.res_valid):
                 got.append((ctx.get(dut.res_tag), _unpack(ctx.get(dut.res), 32, R)))
             if cyc < len(seq):
-                dw, first, last, (a, w, d), k = seq[cyc]
-                ctx.set(dut.en, 1); ctx.set(dut.first, first); ctx.set(dut.last, last)
+                dw, first, last, (a, w, d, inpad), k = seq[cyc]
+                ctx.set(dut.en, 1); ctx.set(dut.first, first); ctx.set(dut.last, last); ctx.set(dut.inpad, inpad)
                 ctx.set(dut.dw, dw); ctx.set(dut.dsel, d); ctx.set(dut.tag, k)
                 ctx.set(dut.a, _pack(a, 8)); ctx.set(dut.w, _pack(w.reshape(-1), 8))
             else:
@@ -165,6 +166,7 @@ def test_window_gen_matches_loops(c):
     async def tb(ctx):
         for k, v in c.items():
             ctx.set(getattr(dut, k), v)
+        await ctx.tick()            # the configuration is stable from a cycle before start
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)

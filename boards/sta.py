@@ -1,0 +1,221 @@
+"""A quick pre-placement timing estimate of a synthesized netlist (yosys JSON, after synth_ecp5 or
+synth_ice40): every register-to-register path's logic delays from the device family's cell
+delays, plus a fixed routing estimate per net hop.  Placement and routing of the ULX3S SoC take
+~18 min; synthesis ~1 min, and this estimate seconds.  It ranks paths (every failing endpoint,
+grouped by signal), it does not sign off: nextpnr's report is the measurement.
+
+    python -m boards.sta build/sushi_soc.json --family ecp5 --period 10 [--top 40]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+__all__ = ["Family", "FAMILIES", "estimate", "main"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """Delays in ns.  ``comb`` maps cell type -> delay from any input to any output (for carry
+    cells: from a data input); ``clk_q`` maps sequential cell type -> clock-to-output;
+    ``carry`` = carry-in -> carry-out/sum along a dedicated chain (no routing hop)."""
+    name: str
+    route: float
+    comb: dict
+    clk_q: dict
+    carry_cells: dict            # type -> (carry in port, carry out port)
+    carry: float
+    setup: float
+    comb_ports: dict             # type -> set of comb output ports (others: sequential)
+
+
+ECP5 = Family(
+    "ecp5", route=1.1,
+    comb={"LUT4": 0.24, "PFUMX": 0.2, "L6MUX21": 0.2, "CCU2C": 0.4, "MULT18X18D": 3.93,
+          "TRELLIS_DPR16X4": 0.6, "ALU54B": 3.0},
+    clk_q={"TRELLIS_FF": 0.52, "DP16KD": 5.83, "TRELLIS_DPR16X4": 0.0, "MULT18X18D": 0.8},
+    carry_cells={"CCU2C": ("CIN", "COUT")}, carry=0.06, setup=0.1,
+    comb_ports={"TRELLIS_DPR16X4": {"DO"}, "MULT18X18D": None})
+
+ICE40 = Family(
+    "ice40", route=1.6,
+    comb={"SB_LUT4": 0.45, "SB_CARRY": 0.13, "SB_MAC16": 6.0},
+    clk_q={"SB_DFF": 0.54, "SB_RAM40_4K": 2.2, "SB_SPRAM256KA": 3.0, "SB_MAC16": 1.0},
+    carry_cells={"SB_CARRY": ("CI", "CO")}, carry=0.13, setup=0.1,
+    comb_ports={"SB_MAC16": None})
+
+FAMILIES = {"ecp5": ECP5, "ice40": ICE40}
+
+
+def _is_seq(fam: Family, cell: dict) -> bool:
+    t = cell["type"]
+    if fam is ICE40 and t.startswith("SB_DFF"):
+        return True
+    if t in fam.comb:
+        if t == "MULT18X18D":       # registered when yosys absorbed registers into it
+            return any(k.startswith("REG_") and v not in ("NONE",) for k, v in cell["parameters"].items())
+        if t == "SB_MAC16":
+            p = cell["parameters"]
+            return any(int(str(p.get(k, "0")), 2 if set(str(p.get(k, "0"))) <= {"0", "1"} else 10)
+                       for k in ("TOP_8x8_MULT_REG", "BOT_8x8_MULT_REG", "PIPELINE_16x16_MULT_REG2"))
+        return False
+    return True
+
+
+def _names(module: dict) -> dict:
+    """bit -> a readable name (the shortest public net name holding it)."""
+    best = {}
+    for name, n in module["netnames"].items():
+        hidden = n.get("hide_name", 0)
+        for i, b in enumerate(n["bits"]):
+            if not isinstance(b, int):
+                continue
+            label = name if len(n["bits"]) == 1 else f"{name}[{i}]"
+            key = (hidden, len(name))
+            if b not in best or key < best[b][0]:
+                best[b] = (key, label)
+    return {b: v[1] for b, v in best.items()}
+
+
+def estimate(netlist: dict, family: str, period: float, top: str | None = None) -> dict:
+    """Worst estimated arrival (ns) per register/memory input, the path behind it, and the
+    endpoints grouped by signal; see the module docstring."""
+    fam = FAMILIES[family]
+    mods = netlist["modules"]
+    if top is None:
+        top = next(n for n, m in mods.items() if m.get("attributes", {}).get("top"))
+    mod = mods[top]
+    cells = mod["cells"]
+    driver = {}                  # bit -> (cell name, port)
+    for cname, c in cells.items():
+        for port, d in c["port_directions"].items():
+            if d == "output":
+                for b in c["connections"].get(port, []):
+                    if isinstance(b, int):
+                        driver[b] = (cname, port)
+    seq = {cname: _is_seq(fam, c) for cname, c in cells.items()}
+    arr: dict = {}               # bit -> (arrival at the driver's output, predecessor bit)
+
+    def out_arrival(bit):
+        stack = [bit]
+        while stack:
+            b = stack[-1]
+            if b in arr:
+                stack.pop()
+                continue
+            drv = driver.get(b)
+            if drv is None:
+                arr[b] = (0.0, None)
+                stack.pop()
+                continue
+            cname, port = drv
+            c = cells[cname]
+            t = c["type"]
+            comb_out = fam.comb_ports.get(t, "all")
+            if seq[cname] and not (isinstance(comb_out, set) and port in comb_out):
+                arr[b] = (fam.clk_q.get(t, 0.5), None)
+                stack.pop()
+                continue
+            ins = []
+            for p, d in c["port_directions"].items():
+                if d != "input":
+                    continue
+                if t == "TRELLIS_DPR16X4" and p != "RAD":
+                    continue
+                for ib in c["connections"].get(p, []):
+                    if isinstance(ib, int):
+                        ins.append((p, ib))
+            pending = [ib for _, ib in ins if ib not in arr]
+            if pending:
+                stack.extend(pending)
+                continue
+            cc = fam.carry_cells.get(t)
+            best = (0.0, None)
+            for p, ib in ins:
+                a = arr[ib][0]
+                if cc and p == cc[0]:
+                    d = a + fam.carry               # dedicated carry chain
+                else:
+                    d = a + fam.route + fam.comb.get(t, fam.comb.get(t, 0.3))
+                if d > best[0]:
+                    best = (d, ib)
+            arr[b] = best
+            stack.pop()
+        return arr[bit]
+
+    ends = []
+    for cname, c in cells.items():
+        if not seq[cname]:
+            continue
+        for p, d in c["port_directions"].items():
+            if d != "input" or p in ("CLK", "WCK", "CLKA", "CLKB", "CLKI"):
+                continue
+            for ib in c["connections"].get(p, []):
+                if isinstance(ib, int) and ib in driver:
+                    a = out_arrival(ib)[0] + fam.route + fam.setup
+                    ends.append((a, cname, p, ib))
+    names = _names(mod)
+
+    def path(bit):
+        out = []
+        while bit is not None:
+            out.append(names.get(bit, str(bit)))
+            bit = arr[bit][1]
+        return out[::-1]
+
+    def group(label):
+        return re.sub(r"\[\d+\]$", "", label)
+
+    def endpoint(cname):             # a register by the name of its output
+        c = cells[cname]
+        for p, d in c["port_directions"].items():
+            if d == "output":
+                for b in c["connections"].get(p, []):
+                    if isinstance(b, int) and b in names:
+                        return names[b]
+        return cname
+
+    groups = defaultdict(lambda: [0.0, 0, None])
+    for a, cname, p, ib in ends:
+        if a <= period:
+            continue
+        g = groups[group(endpoint(cname))]
+        g[1] += 1
+        if a > g[0]:
+            g[0], g[2] = a, (cname, p, ib)
+    rows = []
+    for gname, (a, n, (cname, p, ib)) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+        pth = path(ib)
+        rows.append({"signal": gname, "endpoints": n, "est_ns": round(a, 2), "cell": cname,
+                     "port": p, "source": pth[0], "path": pth})
+    return {"family": family, "period_ns": period, "endpoints": len(ends),
+            "failing": sum(1 for e in ends if e[0] > period),
+            "worst_ns": round(max((e[0] for e in ends), default=0.0), 2), "groups": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m boards.sta", description=__doc__.splitlines()[0])
+    ap.add_argument("netlist")
+    ap.add_argument("--family", choices=sorted(FAMILIES), required=True)
+    ap.add_argument("--period", type=float, required=True, help="target clock period, ns")
+    ap.add_argument("--top", type=int, default=40, help="signal groups to print")
+    ap.add_argument("--full", action="store_true", help="print each group's path")
+    args = ap.parse_args(argv)
+    with open(args.netlist) as fh:
+        r = estimate(json.load(fh), args.family, args.period)
+    print(f"{r['failing']} of {r['endpoints']} endpoints over {args.period} ns (estimate); "
+          f"worst {r['worst_ns']} ns; {len(r['groups'])} signal groups")
+    for g in r["groups"][:args.top]:
+        print(f"{g['est_ns']:6.2f}  {g['endpoints']:5d}  {g['signal']}  <-  {g['source']}  "
+              f"({len(g['path'])} hops)")
+        if args.full:
+            for s in g["path"]:
+                print("          ", s)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
