@@ -7,7 +7,7 @@ from sushi.config import AccelConfig
 from sushi.isa import Op
 
 from .bus import INSTR_BITS, instr_fields
-from .pe_array import LATENCY as PE_LATENCY, PeArray
+from .pe_array import PeArray, latency as pe_latency
 from .postproc import PostprocSignature
 from .window import WindowSignature
 
@@ -122,7 +122,7 @@ class ConvEngine(wiring.Component):
                          self.pp.shift[6 * j:6 * j + 6].eq(rec[48:54])]
 
         # ---- group control
-        wait = Signal(range(RW + 8))
+        wait = Signal(range(RW + 4 + pe_latency(cfg)))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -138,7 +138,7 @@ class ConvEngine(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(issue & win.final):
-                    m.d.sync += wait.eq(RW + 3 + PE_LATENCY)
+                    m.d.sync += wait.eq(RW + 3 + pe_latency(cfg))
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += wait.eq(wait - 1)

@@ -5,7 +5,7 @@ from amaranth.lib.wiring import In, Out
 
 from sushi.config import AccelConfig
 
-__all__ = ["PeArray", "ICE40_DUAL_MAC", "LATENCY"]
+__all__ = ["PeArray", "ICE40_DUAL_MAC", "latency"]
 
 #: on iCE40 (or when True): two products per SB_MAC16 in its two-8x8-multiplier mode (half the
 #: DSPs: yosys maps every product to its own SB_MAC16); None = iCE40 platforms only
@@ -38,24 +38,26 @@ def _sb_mac16_dual8x8(m, name, a, b, ce, o):
         i_OHOLDBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0, o_O=o)
 
 
-#: cycles from a step's inputs (cycle 0) to its ``res_valid`` (a pixel's last step)
-LATENCY = 4
+def latency(cfg: AccelConfig) -> int:
+    """Cycles from a step's inputs (cycle 0) to its ``res_valid`` (a pixel's last step)."""
+    return 5 if cfg.deep_pipeline else 2
 
 
 class PeArray(wiring.Component):
-    """One reduction step per cycle in four pipeline stages: the memory words registered, products,
-    partial sums, accumulate.
+    """One reduction step per cycle; ``latency(cfg)`` pipeline stages: with ``deep_pipeline`` the
+    memory words registered, the depthwise row select registered, products, partial sums,
+    accumulate; else products, then sum and accumulate.
 
     Inputs of a step (cycle 0): activation word ``a`` (V int8) with ``inpad`` (0: the word reads as
     zeros, padding), tile ``w`` (R rows of V int8, row r at bits [8V*r, 8V*(r+1))), ``first``
     (reset the accumulators), ``last`` (the pixel is complete), ``dw`` and ``dsel`` (depthwise:
     lane j accumulates ``w[dsel][j] * a[j]``), ``tag``.  ``a`` and ``w`` may come straight from
-    block RAM outputs: they are registered before any logic.  Dense: row r accumulates
-    ``sum_j w[r][j] * a[j]``.  LATENCY cycles after a ``last`` step, ``res`` (R int32, lane r at
-    bits [32r, 32r+32)) holds the pixel's sums, ``res_tag`` its tag, and ``res_valid`` pulses for
-    one cycle; ``res`` stays until the next ``last`` step lands.  With R == V (one output word per
-    pixel: the CONV engine takes it in the ``res_valid`` cycle) ``res`` is the accumulators
-    themselves, valid only while ``res_valid`` (no second register bank)."""
+    block RAM outputs.  Dense: row r accumulates ``sum_j w[r][j] * a[j]``.  ``latency(cfg)``
+    cycles after a ``last`` step, ``res`` (R int32, lane r at bits [32r, 32r+32)) holds the pixel's
+    sums, ``res_tag`` its tag, and ``res_valid`` pulses for one cycle; ``res`` stays until the next
+    ``last`` step lands.  With R == V (one output word per pixel: the CONV engine takes it in the
+    ``res_valid`` cycle) ``res`` is the accumulators themselves, valid only while ``res_valid``
+    (no second register bank)."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
@@ -69,69 +71,90 @@ class PeArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, V = self.cfg.pe_rows, self.cfg.pe_cols
+        deep = self.cfg.deep_pipeline
+        L = latency(self.cfg)
         # control down the pipeline: stage k's copy is ctl[k]
         names = ("en", "first", "last", "dw", "dsel", "inpad", "tag")
         ctl = [{n: getattr(self, n) for n in names}]
-        for k in range(1, LATENCY):
+        for k in range(1, L):
             ctl.append({n: Signal.like(getattr(self, n), name=f"{n}{k}") for n in names})
             m.d.sync += [ctl[k][n].eq(ctl[k - 1][n]) for n in names]
-        # stage 1: the memory words registered (the block RAM outputs drive only these and the
-        # depthwise row select, a wide mux)
-        a1 = Signal(8 * V)
-        w1 = Signal(8 * V * R)
-        w01 = Signal(8 * V)
-        in_rows = [self.w[8 * V * r:8 * V * (r + 1)] for r in range(R)]
-        wsel = Signal(8 * V)
-        with m.Switch(self.dsel):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += wsel.eq(in_rows[r])
-        with m.If(self.en):
-            m.d.sync += [a1.eq(Mux(self.inpad, self.a, 0)), w1.eq(self.w), w01.eq(Mux(self.dw, wsel, in_rows[0]))]
-        c1 = ctl[1]
-        row = [w01] + [w1[8 * V * r:8 * V * (r + 1)] for r in range(1, R)]
-        w0 = w01
-        a = a1
-        # stage 2: products
+
+        def rows_of(w):
+            return [w[8 * V * r:8 * V * (r + 1)] for r in range(R)]
+
+        def select(m, rows, dsel, dw):      # PE row 0's weights: row dsel when depthwise
+            wsel = Signal(8 * V)
+            with m.Switch(dsel):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.comb += wsel.eq(rows[r])
+            return Mux(dw, wsel, rows[0])
+
+        if deep:
+            # stage 1: the memory words registered (the block RAM outputs drive only these)
+            a1, w1 = Signal(8 * V), Signal(8 * V * R)
+            with m.If(self.en):
+                m.d.sync += [a1.eq(Mux(self.inpad, self.a, 0)), w1.eq(self.w)]
+            # stage 2: the depthwise row select (a wide mux) registered; the rest copied along
+            c1 = ctl[1]
+            a2, w02 = Signal(8 * V), Signal(8 * V)
+            w2 = [w02] + [Signal(8 * V, name=f"w2_{r}") for r in range(1, R)]
+            with m.If(c1["en"]):
+                m.d.sync += [a2.eq(a1), w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))]
+                m.d.sync += [w2[r].eq(rows_of(w1)[r]) for r in range(1, R)]
+            a, wrows, cm = a2, w2, ctl[2]
+        else:
+            rows = rows_of(self.w)
+            a = Mux(self.inpad, self.a, 0)
+            wrows = [select(m, rows, self.dsel, self.dw)] + rows[1:]
+            cm = ctl[0]
+        # products
         prod = [[Signal(signed(16), name=f"p{r}_{j}") for j in range(V)] for r in range(R)]
         dual = _dual_mac(platform)
         for r in range(R):
-            wr = w0 if r == 0 else row[r]
+            wr = wrows[r]
             if dual:                    # products j, j+1 in one SB_MAC16 (V is even)
                 for j in range(0, V, 2):
                     o = Signal(32, name=f"mac{r}_{j}")
                     _sb_mac16_dual8x8(m, f"mac{r}_{j}", wr[8 * j:8 * j + 16], a[8 * j:8 * j + 16],
-                                      c1["en"], o)
+                                      cm["en"], o)
                     m.d.comb += [prod[r][j].eq(o[:16]), prod[r][j + 1].eq(o[16:])]
                 continue
             for j in range(V):
-                with m.If(c1["en"]):     # products are only used by an enabled step
+                with m.If(cm["en"]):     # products are only used by an enabled step
                     m.d.sync += prod[r][j].eq(wr[8 * j:8 * j + 8].as_signed() * a[8 * j:8 * j + 8].as_signed())
-        # stage 3: each row's products in (at most) two partial sums
-        c2, c3 = ctl[2], ctl[3]
-        H = (V + 1) // 2
-        part = [[Signal(signed(16 + H.bit_length()), name=f"s{r}_{h}") for h in range(2)] for r in range(R)]
-        for r in range(R):
-            with m.If(c2["en"]):
-                m.d.sync += [part[r][0].eq(sum(prod[r][j] for j in range(H))),
-                             part[r][1].eq(sum(prod[r][j] for j in range(H, V)) if V > H else 0)]
-        dwp = [Signal(signed(16), name=f"dwp{r}") for r in range(min(R, V))]
-        with m.If(c2["en"] & c2["dw"]):     # depthwise: lane r's product of row 0
-            m.d.sync += [dwp[r].eq(prod[0][r]) for r in range(len(dwp))]
-        # stage 4: accumulate
+        cp = ctl[L - 2] if deep else ctl[L - 1]     # the stage after the products
+        if deep:
+            # each row's products in two partial sums; depthwise: lane r's product of row 0
+            H = (V + 1) // 2
+            part = [[Signal(signed(16 + H.bit_length()), name=f"s{r}_{h}") for h in range(2)] for r in range(R)]
+            for r in range(R):
+                with m.If(cp["en"]):
+                    m.d.sync += [part[r][0].eq(sum(prod[r][j] for j in range(H))),
+                                 part[r][1].eq(sum(prod[r][j] for j in range(H, V)) if V > H else 0)]
+            dwp = [Signal(signed(16), name=f"dwp{r}") for r in range(min(R, V))]
+            with m.If(cp["en"] & cp["dw"]):
+                m.d.sync += [dwp[r].eq(prod[0][r]) for r in range(len(dwp))]
+            dense_of = [part[r][0] + part[r][1] for r in range(R)]
+            ca = ctl[L - 1]
+        else:
+            dense_of = [sum(prod[r][j] for j in range(V)) for r in range(R)]
+            dwp = [prod[0][r] for r in range(min(R, V))]
+            ca = cp
+        # accumulate
         acc = [Signal(signed(32), name=f"acc{r}") for r in range(R)]
         m.d.sync += self.res_valid.eq(0)
-        with m.If(c3["en"] & c3["last"]):
-            m.d.sync += [self.res_valid.eq(1), self.res_tag.eq(c3["tag"])]
+        with m.If(ca["en"] & ca["last"]):
+            m.d.sync += [self.res_valid.eq(1), self.res_tag.eq(ca["tag"])]
         for r in range(R):
-            dense = part[r][0] + part[r][1]
-            s = Mux(c3["dw"], dwp[r], dense) if r < V else Mux(c3["dw"], 0, dense)
+            s = Mux(ca["dw"], dwp[r], dense_of[r]) if r < V else Mux(ca["dw"], 0, dense_of[r])
             nxt = Signal(signed(32), name=f"nxt{r}")
-            m.d.comb += nxt.eq(Mux(c3["first"], 0, acc[r]) + s)
-            with m.If(c3["en"]):
+            m.d.comb += nxt.eq(Mux(ca["first"], 0, acc[r]) + s)
+            with m.If(ca["en"]):
                 m.d.sync += acc[r].eq(nxt)
                 if R > V:
-                    with m.If(c3["last"]):
+                    with m.If(ca["last"]):
                         m.d.sync += self.res[32 * r:32 * r + 32].eq(nxt)
             if R == V:          # the accumulators hold the pixel's sums in the res_valid cycle
                 m.d.comb += self.res[32 * r:32 * r + 32].eq(acc[r])

@@ -7,10 +7,12 @@ from sushi.config import AccelConfig
 
 from .bus import stable_copy, timing_regs
 
-__all__ = ["Postproc", "PostprocSignature", "LATENCY"]
+__all__ = ["Postproc", "PostprocSignature", "latency"]
 
-#: cycles from an input beat to its output beat
-LATENCY = 7
+
+def latency(cfg: AccelConfig) -> int:
+    """Cycles from an input beat to its output beat."""
+    return 7 if cfg.deep_pipeline else 3
 
 
 class PostprocSignature(wiring.Signature):
@@ -37,7 +39,7 @@ class Postproc(wiring.Component):
 
     ``acc + bias`` wraps to int32 (the hardware's 32-bit adder, like the golden model); the
     product is exact; ``>>`` is arithmetic with round half up (``1 << (shift-1)`` added when
-    shift >= 1).  Fully pipelined, LATENCY cycles, never stalls; ``busy`` while any beat is in
+    shift >= 1).  Fully pipelined, ``latency(cfg)`` cycles (7 with ``deep_pipeline``, else 3), never stalls; ``busy`` while any beat is in
     flight.  ``stable_bounds``: ``lo``/``hi`` do not change while a beat is in flight (SushiAccel:
     they are instruction fields, and an instruction ends only when the post-processor is idle), so
     they are used where needed instead of travelling down the pipeline."""
@@ -54,88 +56,89 @@ class Postproc(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         V = self.cfg.pe_cols
-        N = LATENCY - 1
-        # stage 0: the beat registered as it arrives (its producers' block RAM outputs and muxes
-        # end here); then stage k's registers load with v[k-1]
-        i = PostprocSignature(lanes=V).flip().create(path=("in",))
-        m.d.sync += [i.valid.eq(self.i.valid), i.tag.eq(self.i.tag)]
-        with m.If(self.i.valid):
-            m.d.sync += [i.acc.eq(self.i.acc), i.bias.eq(self.i.bias), i.mult.eq(self.i.mult),
-                         i.shift.eq(self.i.shift)]
-            if not self.stable_bounds:
-                m.d.sync += [i.lo.eq(self.i.lo), i.hi.eq(self.i.hi)]
-        # per-stage valid, tag and (unless stable) clamp bounds
-        v = [i.valid] + [Signal(name=f"v{k}") for k in range(1, N)] + [self.o_valid]
-        tag = [i.tag] + [Signal(16, name=f"tag{k}") for k in range(1, N)] + [self.o_tag]
+        deep = self.cfg.deep_pipeline
+        N = latency(self.cfg)
+
+        def at(k_deep, k_shallow):      # the stage (1..N) a register belongs to
+            return k_deep if deep else k_shallow
+
+        # stage k's registers load with v[k-1]; v[0] is the input beat, v[N] the output
+        v = [self.i.valid] + [Signal(name=f"v{k}") for k in range(1, N)] + [self.o_valid]
+        tag = [self.i.tag] + [Signal(16, name=f"tag{k}") for k in range(1, N)] + [self.o_tag]
         for k in range(1, N + 1):
             m.d.sync += [v[k].eq(v[k - 1]), tag[k].eq(tag[k - 1])]
+        m.d.comb += self.busy.eq(Cat(*v[1:]).any())
         if self.stable_bounds:     # (registered: they are stable while any beat is in flight)
             regs = timing_regs(platform)
             lo, hi = stable_copy(m, self.i.lo, regs, "lo_r"), stable_copy(m, self.i.hi, regs, "hi_r")
         else:
-            los = [i.lo] + [Signal(signed(8), name=f"lo{k}") for k in range(1, N)]
-            his = [i.hi] + [Signal(signed(8), name=f"hi{k}") for k in range(1, N)]
+            los = [self.i.lo] + [Signal(signed(8), name=f"lo{k}") for k in range(1, N)]
+            his = [self.i.hi] + [Signal(signed(8), name=f"hi{k}") for k in range(1, N)]
             for k in range(1, N):
                 with m.If(v[k - 1]):
                     m.d.sync += [los[k].eq(los[k - 1]), his[k].eq(his[k - 1])]
             lo, hi = los[N - 1], his[N - 1]
-        m.d.comb += self.busy.eq(Cat(*v).any())
+
+        def reg(k, value, shape, name):
+            r = Signal(shape, name=name)
+            with m.If(v[k - 1]):     # datapath registers only load with a beat (less simulation work)
+                m.d.sync += r.eq(value)
+            return r
+
         for j in range(V):
-            acc = i.acc[32 * j:32 * j + 32].as_signed()
-            bias = i.bias[32 * j:32 * j + 32].as_signed()
-            shs = [i.shift[6 * j:6 * j + 6]] + [Signal(6, name=f"sh{k}_{j}") for k in range(1, N)]
+            acc = self.i.acc[32 * j:32 * j + 32].as_signed()
+            bias = self.i.bias[32 * j:32 * j + 32].as_signed()
+            mult = self.i.mult[16 * j:16 * j + 16]
+            shs = [self.i.shift[6 * j:6 * j + 6]] + [Signal(6, name=f"sh{k}_{j}") for k in range(1, N)]
             for k in range(1, N):
                 with m.If(v[k - 1]):
                     m.d.sync += shs[k].eq(shs[k - 1])
-            # the datapath registers only load with a beat (o_data matters only with o_valid;
-            # also less work per cycle in simulation)
-            # 1: x = acc + bias (wraps to int32)
-            x = Signal(signed(32), name=f"x{j}")
-            mult1 = Signal(16, name=f"mult{j}")
-            with m.If(v[0]):
-                m.d.sync += [x.eq(acc + bias), mult1.eq(i.mult[16 * j:16 * j + 16])]
-            # 2: two 16 x 16 partial products (one multiplier each): x = xh * 2**16 + xl
-            pl = Signal(32, name=f"pl{j}")
-            ph = Signal(signed(33), name=f"ph{j}")
-            with m.If(v[1]):
-                m.d.sync += [pl.eq(x[:16] * mult1), ph.eq(x[16:].as_signed() * mult1)]
-            # 3: p = x * mult, exact
-            p = Signal(signed(48), name=f"p{j}")
-            with m.If(v[2]):
-                m.d.sync += p.eq((ph << 16) + pl)
+            if deep:    # the beat registered as it arrives (producers' block RAM outputs, muxes)
+                acc, bias = reg(1, acc, signed(32), f"acc_r{j}"), reg(1, bias, signed(32), f"bias_r{j}")
+                mult = reg(1, mult, 16, f"mult_r{j}")
+            # x = acc + bias (wraps to int32)
+            k = at(2, 1)
+            x = reg(k, acc + bias, signed(32), f"x{j}")
+            mult1 = reg(k, mult, 16, f"mult{j}")
+            # p = x * mult, exact (deep: two 16 x 16 partial products, one multiplier each, summed
+            # in the next stage: x = xh * 2**16 + xl)
+            if deep:
+                pl = reg(3, x[:16] * mult1, 32, f"pl{j}")
+                ph = reg(3, x[16:].as_signed() * mult1, signed(33), f"ph{j}")
+                p = reg(4, (ph << 16) + pl, signed(48), f"p{j}")
+            else:
+                p = reg(2, x * mult1, signed(48), f"p{j}")
             # round half up folded into the shift: with t = (2p) >> sh (flooring),
             # q = (p + (1 << (sh-1))) >> sh = (t + 1) >> 1 for every sh in 0..63 (sh = 0: t = 2p).
             # Only sat_10(t) matters (|t| >= 512 saturates q to int8 the same way), so the shifter
             # narrows stage by stage (largest shift first): after the stage of 2**k only
             # 10 + 2**k - 1 bits are kept, and a value that no longer fits that width saturates.
-            # 4: shifts by 32, 16, 8; 5: by 4, 2, 1 (``ok``: no bit lost so far, ``neg``: p < 0)
+            # Deep: the shifts by 32, 16, 8 in one stage, by 4, 2, 1 in the next.
             t = p << 1
-            sh = shs[3]
-            ok = Const(1, 1)
-            for k in (5, 4, 3, 2, 1, 0):
-                if k == 2:          # register between the two halves of the shifter
-                    tr = Signal(signed(len(t)), name=f"tr{j}")
-                    okr, negr = Signal(name=f"ok4_{j}"), Signal(name=f"neg4_{j}")
-                    with m.If(v[3]):
-                        m.d.sync += [tr.eq(t), okr.eq(ok), negr.eq(p[-1])]
-                    t, ok, sh = tr, okr, shs[4]
-                wk = 10 + (1 << k) - 1
-                sv = Mux(sh[k], t >> (1 << k), t)
-                nv = Signal(signed(wk), name=f"t{6 - k}_{j}")
+            sh = shs[at(4, 2)]
+            ok, neg = Const(1, 1), p[-1]
+            for b in (5, 4, 3, 2, 1, 0):
+                if b == 2 and deep:
+                    t, ok, neg = (reg(5, t, signed(len(t)), f"tr{j}"), reg(5, ok, 1, f"ok4_{j}"),
+                                  reg(5, neg, 1, f"neg4_{j}"))
+                    sh = shs[5]
+                wk = 10 + (1 << b) - 1
+                sv = Mux(sh[b], t >> (1 << b), t)
+                nv = Signal(signed(wk), name=f"t{6 - b}_{j}")
                 m.d.comb += nv.eq(sv)
                 hi_bits = sv[wk - 1:len(t)]
                 ok = ok & ((hi_bits == 0) | (hi_bits == (1 << len(hi_bits)) - 1))
                 t = nv
-            # 6: q = round(sat_10(t) / 2)
-            q = Signal(signed(10), name=f"q{j}")
-            with m.If(v[4]):
-                m.d.sync += q.eq((Mux(ok, t, Mux(negr, -512, 511)) + 1) >> 1)
-            # 7: saturate to int8, clamp
+            # q = round(sat_10(t) / 2), then saturated to int8 and clamped
+            qv = (Mux(ok, t, Mux(neg, -512, 511)) + 1) >> 1
+            q = reg(6, qv, signed(10), f"q{j}") if deep else Signal(signed(10), name=f"q{j}")
+            if not deep:
+                m.d.comb += q.eq(qv)
             top = q[7:]
             ovf = ~((top == 0) | (top == (1 << len(top)) - 1))
             qs = Signal(signed(8), name=f"qs{j}")
             m.d.comb += qs.eq(Mux(ovf, Mux(q[-1], -128, 127), q[:8]))
             y = Mux(qs < lo, lo, Mux(qs > hi, hi, qs))
-            with m.If(v[5]):
+            with m.If(v[N - 1]):
                 m.d.sync += self.o_data[8 * j:8 * j + 8].eq(y)
         return m

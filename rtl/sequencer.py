@@ -46,9 +46,9 @@ class Sequencer(wiring.Component):
         fr = instr_fields(self.instr, Op.SETRES)
         fk = instr_fields(self.instr, Op.PBKEY)
         cfg = self.cfg
-        # the DECODE decisions in two registered steps (CHECK: products, sums and simple compares
-        # of the fresh instruction; CHECK2: the range checks) so that exec_start and every unit's
-        # start are a few gates from flip-flops
+        # the DECODE decisions registered (CHECK), so that exec_start and every unit's start are a
+        # few gates from flip-flops; with deep_pipeline in two steps (CHECK: products, sums and
+        # simple compares of the fresh instruction; CHECK2: the range checks)
         c_sg, c_sr, c_key, c_on = Signal(), Signal(), Signal(), Signal()
         c_sr_key, c_key_bad, c_sg_sum_bad = Signal(), Signal(), Signal()
         c_slot = Signal(32)
@@ -66,9 +66,12 @@ class Sequencer(wiring.Component):
             check1 += [c_sg_sum_bad.eq((fs["pb_slot"] != 0) | (fs["n_tiles"] != 0)),
                        c_empty.eq((fr["rows"] == 0) | (fr["c_res"] == 0))]
             res_bad = c_sr_key | (c_slot != 0) | ~c_empty
-        check1 += [r_halt.eq(op == Op.HALT), r_key.eq(op == Op.PBKEY),
-                   r_ok.eq((op >= Op.LOAD) & (op <= int(max(Op))))]
+        decide = [r_halt.eq(op == Op.HALT), r_key.eq(op == Op.PBKEY),
+                  r_ok.eq((op >= Op.LOAD) & (op <= int(max(Op))))]
         pb_bad = (c_sg & c_sg_sum_bad) | (c_sr & res_bad) | (c_key & c_on & c_key_bad)
+        deep = cfg.deep_pipeline            # else the checks in one step (CHECK)
+        if not deep:
+            m.d.comb += check1
 
         with m.FSM():
             with m.State("IDLE"):
@@ -103,11 +106,17 @@ class Sequencer(wiring.Component):
                     with m.If(k == beats - 1):
                         m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += check1
-                m.next = "CHECK2"
-            with m.State("CHECK2"):
-                m.d.sync += r_bad.eq(pb_bad)
-                m.next = "DECODE"
+                m.d.sync += decide
+                if deep:
+                    m.d.sync += check1
+                    m.next = "CHECK2"
+                else:
+                    m.d.sync += r_bad.eq(pb_bad)
+                    m.next = "DECODE"
+            if deep:
+                with m.State("CHECK2"):
+                    m.d.sync += r_bad.eq(pb_bad)
+                    m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [self.inc_instr_rd.eq(1), self.inc_instr.eq(1)]
                 m.d.sync += pc.eq(pc + INSTR_BYTES)

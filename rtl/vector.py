@@ -83,18 +83,23 @@ class VectorUnit(wiring.Component):
             ]
             prun = Signal()
             m.d.comb += win.advance.eq(prun & win.valid)
-            # step (cycle 0) -> the read word registered (1) -> accumulate (2) -> beat (3)
+            # step (cycle 0) -> the read word registered (1, deep_pipeline) -> accumulate -> beat
             en1, first1, last1, inpad1 = Signal(), Signal(), Signal(), Signal()
             en2, first2, last2, inpad2 = Signal(), Signal(), Signal(), Signal()
             tag1, tag2, ptag3 = Signal(16), Signal(16), Signal(16)
             prd = Signal(8 * V)
             pv3 = Signal()
             m.d.sync += [en1.eq(win.advance), first1.eq(win.first), last1.eq(win.last),
-                         inpad1.eq(win.inpad), tag1.eq(win.obase),
-                         en2.eq(en1), first2.eq(first1), last2.eq(last1), inpad2.eq(inpad1), tag2.eq(tag1),
-                         pv3.eq(en2 & last2), ptag3.eq(tag2)]
-            with m.If(en1):
-                m.d.sync += prd.eq(self.buf_rdata)
+                         inpad1.eq(win.inpad), tag1.eq(win.obase)]
+            if cfg.deep_pipeline:
+                m.d.sync += [en2.eq(en1), first2.eq(first1), last2.eq(last1), inpad2.eq(inpad1), tag2.eq(tag1),
+                             pv3.eq(en2 & last2), ptag3.eq(tag2)]
+                with m.If(en1):
+                    m.d.sync += prd.eq(self.buf_rdata)
+            else:   # accumulate in cycle 1, straight from the buffer's output
+                m.d.comb += [en2.eq(en1), first2.eq(first1), last2.eq(last1), inpad2.eq(inpad1),
+                             tag2.eq(tag1), prd.eq(self.buf_rdata)]
+                m.d.sync += [pv3.eq(en2 & last2), ptag3.eq(tag2)]
             # |sum| <= 255*255*128 < 2**23 (kh, kw are 8-bit): 24 bits are exact; a max is 8 bits
             pacc = [Signal(signed(24 if PAVG else 8), name=f"pacc{j}") for j in range(V)]
             for j in range(V):
@@ -110,6 +115,9 @@ class VectorUnit(wiring.Component):
         # ADD: word i of n_words; MUL: word i = p*c_w + c, b word c, until p == n_pix
         i = Signal(20)          # ADD/MUL word counter, also LUT's (never both at once)
         ph = Signal()
+        # read addresses kept beside the counters (cycle-neutral): a_ptr = a_addr + i (LUT: in_addr + i),
+        # b_ptr = b_addr + (MUL: cc, ADD: i)
+        a_ptr, b_ptr = Signal(16), Signal(16)
         if AM:
             arun = Signal()
             cc = Signal(10)
@@ -129,44 +137,51 @@ class VectorUnit(wiring.Component):
             with m.If(aissue):
                 m.d.sync += ph.eq(~ph)
                 with m.If(ph):
-                    m.d.sync += i.eq(i + 1)
+                    m.d.sync += [i.eq(i + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + 1)]
                     if MUL:
                         with m.If(cc == fm["c_w"] - 1):
                             m.d.sync += [cc.eq(0), pp_.eq(pp_ + 1)]
+                            with m.If(is_mul):
+                                m.d.sync += b_ptr.eq(fm["b_addr"])
                         with m.Else():
                             m.d.sync += cc.eq(cc + 1)
-            # the read word is registered before the multiplier (timing: the activation buffer's
-            # output, the multiplier and the adder do not fit one cycle); the extra stage is hidden in
-            # FLUSH: the post-processor is still idle before the instruction's end, so no cycle changes
-            aen2, aph2 = Signal(), Signal()
-            atag2 = Signal(16)
+            # the read word is registered before the multiplier, the product after it (timing: the
+            # activation buffer's output, the multiplier and the adder each get a cycle):
+            # read (aen1) -> multiply (aen2) -> add (aen3) -> beat
+            aen2, aph2, aen3, aph3 = Signal(), Signal(), Signal(), Signal()
+            atag2, atag3 = Signal(16), Signal(16)
             rd2 = Signal(8 * V)
-            m.d.sync += [aen2.eq(aen1), aph2.eq(aph1), atag2.eq(atag1), rd2.eq(self.buf_rdata)]
-            m.d.sync += xv.eq(aen2 & aph2)
+            m.d.sync += [aen2.eq(aen1), aph2.eq(aph1), atag2.eq(atag1), rd2.eq(self.buf_rdata),
+                         aen3.eq(aen2), aph3.eq(aph2), atag3.eq(atag2)]
+            m.d.sync += xv.eq(aen3 & aph3)
             # one 8 x 16 multiplier per lane, shared by the two phases: the a word (phase 0) gives
-            # a*mult_a (ADD) or a (MUL, times 1); the b word (phase 1) gives b*mult_b, added (ADD), or
-            # b*(a mod 2**16) whose low 16 bits are the exact int16 product a*b (MUL)
+            # a*mult_a (ADD; MUL keeps a itself, ``ma``); the b word (phase 1) gives b*mult_b, added
+            # (ADD), or b*(a mod 2**16) whose low 16 bits are the exact int16 product a*b (MUL)
             areg = [Signal(signed(25), name=f"areg{j}") for j in range(V)]
             for j in range(V):
                 y = Signal(16, name=f"vmy{j}")
                 prod = Signal(signed(25), name=f"vmp{j}")
+                ma = Signal(16, name=f"ma{j}")
+                if MUL:
+                    with m.If(aen2 & ~aph2):
+                        m.d.sync += ma.eq(lane(rd2, j))         # sign-extended to 16 bits
                 if ADD and MUL:
-                    m.d.comb += y.eq(Mux(aph2, Mux(is_mul, areg[j][:16], fa["mult_b"]),
-                                         Mux(is_mul, 1, fa["mult_a"])))
+                    m.d.comb += y.eq(Mux(aph2, Mux(is_mul, ma, fa["mult_b"]), fa["mult_a"]))
                 elif ADD:
                     m.d.comb += y.eq(Mux(aph2, fa["mult_b"], fa["mult_a"]))
                 else:
-                    m.d.comb += y.eq(Mux(aph2, areg[j][:16], 1))
-                m.d.comb += prod.eq(lane(rd2, j) * y)
-                with m.If(aen2 & ~aph2):
+                    m.d.comb += y.eq(Mux(aph2, ma, 1))
+                with m.If(aen2):
+                    m.d.sync += prod.eq(lane(rd2, j) * y)
+                with m.If(aen3 & ~aph3):
                     m.d.sync += areg[j].eq(prod)
-                with m.If(aen2 & aph2):
+                with m.If(aen3 & aph3):
                     if ADD and MUL:
                         m.d.sync += xr[j].eq(Mux(is_mul, prod[:16].as_signed(), areg[j] + prod))
                     else:
                         m.d.sync += xr[j].eq(areg[j] + prod if ADD else prod[:16].as_signed())
-            with m.If(aen2 & aph2):
-                m.d.sync += xtag.eq(atag2)
+            with m.If(aen3 & aph3):
+                m.d.sync += xtag.eq(atag3)
             if MUL:
                 beats.append((is_mul, xv, xtag, fm["clamp_lo"], fm["clamp_hi"],
                               [(xr[j], fm["mult"], fm["shift"]) for j in range(V)]))
@@ -199,7 +214,7 @@ class VectorUnit(wiring.Component):
             for j in range(V):
                 m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(self.buf_rdata[8 * j:8 * j + lb])
             with m.If(lissue):
-                m.d.sync += li.eq(li + 1)
+                m.d.sync += [li.eq(li + 1), a_ptr.eq(a_ptr + 1)]
             beats.append((is_lut, len2, ltag2, -128, 127,
                           [(tab_r[j].data.word_select(lsel2[lb * j:lb * (j + 1)], 8).as_signed(), 1, 0)
                            for j in range(V)]))
@@ -207,10 +222,9 @@ class VectorUnit(wiring.Component):
         if ADD:
             beats.append(add_beat)      # last: the default, as the FSM's
         # ---------------- shared read port and post-processor beat
-        addr = fa["a_addr"] + i                                            # LUT in_addr == a_addr
+        addr = a_ptr                                                       # LUT in_addr == a_addr
         if AM:
-            addr = Mux(ph & ~is_lut, fa["b_addr"] + (Mux(is_mul, cc, i) if MUL and ADD else (cc if MUL else i)),
-                       addr)
+            addr = Mux(ph & ~is_lut, b_ptr, addr)
         if POOL:
             addr = Mux(is_pool, win.addr, addr) if (AM or LUT) else win.addr
         m.d.comb += [self.buf_ren.eq(1), self.buf_raddr.eq(addr), self.pp.bias.eq(0)]
@@ -230,11 +244,12 @@ class VectorUnit(wiring.Component):
                     m.next = "POOL"
 
                 def go_lut():
-                    m.d.sync += [tk.eq(0), li.eq(0)]
+                    m.d.sync += [tk.eq(0), li.eq(0), a_ptr.eq(fl["in_addr"])]
                     m.next = "LCMD"
 
                 def go_add():
-                    m.d.sync += [i.eq(0), ph.eq(0), cc.eq(0), pp_.eq(0)]
+                    m.d.sync += [i.eq(0), ph.eq(0), cc.eq(0), pp_.eq(0), a_ptr.eq(fa["a_addr"]),
+                                 b_ptr.eq(fa["b_addr"])]
                     m.next = "ADD"
                 with m.If(self.start):
                     _chain(m, [(is_pool, go_pool)] * POOL + [(is_lut, go_lut)] * LUT + [(None, go_add)] * AM)
@@ -242,7 +257,7 @@ class VectorUnit(wiring.Component):
                 with m.State("POOL"):
                     m.d.comb += prun.eq(1)
                     with m.If(win.advance & win.final):
-                        m.d.sync += wait.eq(5)
+                        m.d.sync += wait.eq(4 + int(cfg.deep_pipeline))
                         m.next = "FLUSH"
             if AM:
                 with m.State("ADD"):

@@ -86,6 +86,8 @@ class WindowGen(wiring.Component):
         ky, kx = Signal(8), Signal(8)
         iy0, ix0, iy, ix = (Signal(signed(14), name=n) for n in ("iy0", "ix0", "iy", "ix"))
         prow, pbase, rbase, kbase = (Signal(A, name=n) for n in ("prow", "pbase", "rbase", "kbase"))
+        # word addresses of the current output row / pixel (prow, pbase; both + ioff) and kernel row /
+        # position (rbase, kbase; both + ioff + cc): the step's address is kbase + c, one adder
         rowstride, colstep, rowstep, padl, padt = (Signal(A, name=n) for n in
                                                    ("rowstride", "colstep", "rowstep", "padl", "padt"))
         obase = Signal(A)
@@ -107,7 +109,7 @@ class WindowGen(wiring.Component):
             _, x, n = next(b for b in bounds if b[0] is flag)
             return flag.eq(x + 2 == n)
         m.d.comb += [
-            self.addr.eq((ioff[:A] + kbase + cc + c)[:A]),
+            self.addr.eq((kbase + c)[:A]),
             self.inpad.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)),
             self.first.eq((c == 0) & (kx == 0) & (ky == 0)),
             self.last.eq(last_c & last_kx & last_ky),
@@ -127,7 +129,7 @@ class WindowGen(wiring.Component):
             m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, sh, A)),
                          padt.eq(_mul16(rowstride, pad_top, A))]
         with m.Elif(setup == 2):
-            p0 = (-padt - padl)[:A]
+            p0 = (ioff[:A] - padt - padl)[:A]
             m.d.sync += [setup.eq(0), self.valid.eq(1),
                          oy.eq(0), ox.eq(0), cc.eq(0), ky.eq(0), kx.eq(0), c.eq(0),
                          iy0.eq(-pad_top), iy.eq(-pad_top),
@@ -149,7 +151,8 @@ class WindowGen(wiring.Component):
                     with m.Else():
                         m.d.sync += [ky.eq(0), obase.eq(obase + ostride), reset(last_ky)]
                         with m.If(~last_cc):
-                            m.d.sync += [cc.eq(cc + 1), iy.eq(iy0), rbase.eq(pbase), kbase.eq(pbase), step(last_cc)]
+                            m.d.sync += [cc.eq(cc + 1), iy.eq(iy0), rbase.eq(pbase + cc + 1), kbase.eq(pbase + cc + 1),
+                                         step(last_cc)]
                         with m.Else():
                             m.d.sync += [cc.eq(0), reset(last_cc)]
                             with m.If(~last_ox):

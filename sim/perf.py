@@ -35,8 +35,8 @@ from sushi import isa
 from sushi.config import AccelConfig
 from sushi.isa import Op
 
-from rtl.pe_array import LATENCY as PE_LATENCY     # the PE array pipeline (cycles to res_valid)
-from rtl.postproc import LATENCY as PP_LATENCY     # the post-processor pipeline (beat in -> out)
+from rtl.pe_array import latency as pe_latency     # the PE array pipeline (cycles to res_valid)
+from rtl.postproc import latency as pp_latency     # the post-processor pipeline (beat in -> out)
 
 __all__ = ["DramTiming", "instr_cycles", "program_cycles", "predict", "latency_table", "Residency",
            "decode_program"]
@@ -216,7 +216,8 @@ class _Machine:
     def fetch(self) -> int:
         beats = max(1, isa.INSTR_BYTES // self.V)
         last = self.dram.read(self.now, beats)
-        return last + 3          # CHECK, CHECK2, then the DECODE cycle (exec_start)
+        # CHECK (and CHECK2 with deep_pipeline), then the DECODE cycle (exec_start)
+        return last + (3 if self.cfg.deep_pipeline else 2)
 
     def run(self, ins) -> InstrStats:
         st = InstrStats(op=ins.op.name, instr_rd_bytes=isa.INSTR_BYTES)
@@ -234,7 +235,7 @@ class _Machine:
         # for the post-processor: busy from the cycle after a beat enters until its result is out
         self.now = x + 2
         if self.pp_last is not None:
-            self.now = max(self.now, self.pp_last + PP_LATENCY + 2)
+            self.now = max(self.now, self.pp_last + pp_latency(self.cfg) + 2)
         st.cycles = self.now - t0
         return st
 
@@ -271,24 +272,25 @@ class _Machine:
         # win.start in IDLE (d), first step d+3 (two setup cycles), FLUSH wait 5..0 -> done
         st.sram_rd_bytes = steps * V
         st.sram_wr_bytes = ins.out_h * ins.out_w * ins.c_w * V
-        if steps:           # last step d+2+steps, its word registered, accumulated, then the beat
-            self.pp_last = d + 5 + steps
-        return d + 3 + steps + 5
+        deep = int(self.cfg.deep_pipeline)        # the read word registered (deep) before the max/sum
+        if steps:           # last step d+2+steps, (its word registered,) accumulated, then the beat
+            self.pp_last = d + 4 + deep + steps
+        return d + 3 + steps + 4 + deep
 
     def _add(self, ins, d, st):
         n = ins.n_words
         st.sram_rd_bytes, st.sram_wr_bytes = 2 * n * self.V, n * self.V
         # ADD state from d+1, a/b reads on alternating cycles (2n), aend, FLUSH wait 4..0; the
-        # last b read at d+2n -> registered, multiplied and added -> beat at d+2n+3
+        # last b read at d+2n -> registered, multiplied, added -> beat at d+2n+4
         if n:
-            self.pp_last = d + 2 * n + 3
+            self.pp_last = d + 2 * n + 4
         return d + 1 + 2 * n + 5
 
     def _mul(self, ins, d, st):
         n = ins.n_pix * ins.c_w
         st.sram_rd_bytes, st.sram_wr_bytes = 2 * n * self.V, n * self.V
         if n:
-            self.pp_last = d + 2 * n + 3
+            self.pp_last = d + 2 * n + 4
         return d + 1 + 2 * n + 5
 
     def _lut(self, ins, d, st):
@@ -409,8 +411,8 @@ class _Machine:
             f0 = max(cs[k] + 3, fe[k])                          # window valid 3 cycles after GSTART
             e = f0 + (P - 1) * period + S - 1                   # the group's final step
             # its last output word into the post-processor: PE array from e+1, res_valid, drain
-            self.pp_last = e + 1 + PE_LATENCY + nwords
-            rel.append(e + RW + 4 + PE_LATENCY)                 # FLUSH wait RW+3+PE_LATENCY..0: release
+            self.pp_last = e + 1 + pe_latency(self.cfg) + nwords
+            rel.append(e + RW + 4 + pe_latency(self.cfg))       # FLUSH wait RW+3+latency..0: release
             cs.append(rel[-1] + 1)                              # GSTART
 
         ws = d + 1                                              # WF: IDLE -> GROUP

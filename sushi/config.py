@@ -57,6 +57,12 @@ class AccelConfig:
     op_add: bool = True
     op_mul: bool = True
     op_lut: bool = True
+    #: pipeline registers for clock targets of ~100 MHz on ECP5-class FPGAs: the PE array in 5
+    #: stages instead of 2 (block RAM outputs registered, partial sums), the post-processor in 7
+    #: instead of 3, a second instruction-check cycle, a pool read register.  Changes cycle
+    #: counts (the performance model follows it); false on small FPGAs, where every flip-flop
+    #: costs a logic cell
+    deep_pipeline: bool = True
 
     def __post_init__(self):
         def pos(name):
@@ -84,6 +90,8 @@ class AccelConfig:
             raise ConfigError(f"'dram_addr_bits' must be an integer in 12..32, not {self.dram_addr_bits!r}")
         if not isinstance(self.perf_counters, bool):
             raise ConfigError(f"'perf_counters' must be true or false, not {self.perf_counters!r}")
+        if not isinstance(self.deep_pipeline, bool):
+            raise ConfigError(f"'deep_pipeline' must be true or false, not {self.deep_pipeline!r}")
         for n in VECTOR_OPS:
             if not isinstance(getattr(self, n), bool):
                 raise ConfigError(f"'{n}' must be true or false, not {getattr(self, n)!r}")
@@ -146,7 +154,7 @@ class AccelConfig:
 
 PRESETS: dict[str, AccelConfig] = {
     "tiny": AccelConfig(name="tiny", pe_rows=4, pe_cols=4, act_buf_words=2048, wbuf_tiles=128,
-                        pb_tiles=0, clock_mhz=30.0),
+                        pb_tiles=0, clock_mhz=30.0, deep_pipeline=False),
     "8x8": AccelConfig(name="8x8", pe_rows=8, pe_cols=8, act_buf_words=4096, wbuf_tiles=256,
                        pb_tiles=0, clock_mhz=100.0),
     "16x8": AccelConfig(name="16x8", pe_rows=16, pe_cols=8, act_buf_words=8192, wbuf_tiles=256,
@@ -164,7 +172,7 @@ PRESETS: dict[str, AccelConfig] = {
     "icebreaker": AccelConfig(name="icebreaker", pe_rows=2, pe_cols=2, act_buf_words=2048,
                               wbuf_tiles=64, pb_tiles=0, res_entries=2, clock_mhz=30.0,
                               dram_addr_bits=17, perf_counters=False, op_avgpool=False,
-                              op_add=False, op_mul=False, op_lut=False),
+                              op_add=False, op_mul=False, op_lut=False, deep_pipeline=False),
 }
 
 

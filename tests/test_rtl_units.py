@@ -12,8 +12,8 @@ from sushi.config import PRESETS, AccelConfig
 from sushi.isa import ISA_VERSION, LUT_BYTES, Op, decode, encode, pack_params, requant
 from rtl.accel import SushiAccel
 from rtl.csr import CSR_MAP
-from rtl.pe_array import LATENCY as PE_LATENCY, PeArray
-from rtl.postproc import LATENCY, Postproc
+from rtl.pe_array import PeArray, latency as pe_latency
+from rtl.postproc import Postproc, latency as pp_latency
 from rtl.window import WindowGen
 
 from pbprog import box_load, pbkey
@@ -66,7 +66,7 @@ def test_postproc_matches_requant(cfg):
     got = []
 
     async def tb(ctx):
-        for n in range(len(beats) + LATENCY + 1):
+        for n in range(len(beats) + pp_latency(cfg) + 1):
             if ctx.get(dut.o_valid):
                 got.append((ctx.get(dut.o_tag), _unpack(ctx.get(dut.o_data), 8, V)))
             if n >= len(beats):
@@ -112,7 +112,7 @@ def test_pe_array_dense_and_depthwise(cfg):
     async def tb(ctx):
         seq = [(dw, i == 0, i == len(steps) - 1, s, k) for k, (dw, steps) in enumerate(pixels)
                for i, s in enumerate(steps)]
-        for cyc in range(len(seq) + PE_LATENCY + 2):
+        for cyc in range(len(seq) + pe_latency(cfg) + 2):
             if ctx.get(dut.res_valid):
                 got.append((ctx.get(dut.res_tag), _unpack(ctx.get(dut.res), 32, R)))
             if cyc < len(seq):
