@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op, PARAM_BYTES
 
-from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
+from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields, timing_regs
 
 __all__ = ["WeightFetch"]
 
@@ -163,10 +163,21 @@ class WeightFetch(wiring.Component):
         # GEN's decisions come from flags kept one step ahead (the next tile id ``cur``, the end of
         # the current run ``run_next``, the loop-end, run and residency compares): each is
         # computed beside the update that changes its inputs, not after it
-        cur, run_next = Signal(TB), Signal(TB)
-        c_last, kx_last, ky_last = Signal(), Signal(), Signal()
-        run_any, run_full = Signal(), Signal()
-        row_hit, col_hit = Signal(), Signal()
+        # (with the timing registers; on small FPGAs the same values as compares, fewer cells)
+        regs = timing_regs(platform)
+        if regs:
+            cur, run_next = Signal(TB), Signal(TB)
+            c_last, kx_last, ky_last = Signal(), Signal(), Signal()
+            run_any, run_full = Signal(), Signal()
+            row_hit, col_hit = Signal(), Signal()
+        else:
+            cur, run_next = (colb + c)[:TB], (run_start + run_len)[:TB]
+            c_last, kx_last, ky_last = c == lc1, kx == lb1, ky == la1
+            run_any, run_full = run_len != 0, run_len == max_run
+            row_hit, col_hit = e_ok & (ri < e_rows), c < e_cres
+
+        def upd(*stmts):        # updates of the registered forms
+            return list(stmts) if regs else []
         hit = Signal()
         m.d.comb += [hit.eq(row_hit & col_hit), pb_slot.eq(pbrow + c)]
         daddr = Signal(A)
@@ -182,16 +193,16 @@ class WeightFetch(wiring.Component):
                 with m.Elif(self.start):
                     m.d.sync += [g.eq(0), h.eq(0), gbase.eq(f["tile_base"]), paddr.eq(f["param_addr"]),
                                  self.full.eq(0), ri.eq(0), pbrow.eq(e_slot),
-                                 row_hit.eq(e_ok & (e_rows != 0))]
+                                 *upd(row_hit.eq(e_ok & (e_rows != 0)))]
                     m.next = "GROUP"
             with m.State("GROUP"):
                 with m.If(g == f["n_groups"]):
                     m.next = "IDLE"
                 with m.Elif(~self.full.bit_select(h, 1)):
-                    m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase), cur.eq(gbase),
-                                 run_len.eq(0), run_any.eq(0), run_full.eq(0), gen_done.eq(0), tloc.eq(0),
-                                 row.eq(0), c_last.eq(lc1 == 0), kx_last.eq(lb1 == 0), ky_last.eq(la1 == 0),
-                                 col_hit.eq(e_cres != 0)]
+                    m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
+                                 run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0),
+                                 *upd(cur.eq(gbase), run_any.eq(0), run_full.eq(0), c_last.eq(lc1 == 0),
+                                      kx_last.eq(lb1 == 0), ky_last.eq(la1 == 0), col_hit.eq(e_cres != 0))]
                     m.next = "GEN"
             with m.State("GEN"):
                 with m.If(gen_done):
@@ -208,27 +219,28 @@ class WeightFetch(wiring.Component):
                         m.d.sync += [cp_v.eq(1), cp_dst.eq(Mux(h, WT, 0) + tloc), tloc.eq(tloc + 1)]
                     with m.Else():
                         with m.If(~run_any):
-                            m.d.sync += [run_start.eq(cur), run_next.eq(cur + 1)]
+                            m.d.sync += [run_start.eq(cur), *upd(run_next.eq(cur + 1))]
                         with m.Else():
-                            m.d.sync += run_next.eq(run_next + 1)
-                        m.d.sync += [run_len.eq(run_len + 1), run_any.eq(1),
-                                     run_full.eq(run_len + 1 == max_run)]
+                            m.d.sync += upd(run_next.eq(run_next + 1))
+                        m.d.sync += [run_len.eq(run_len + 1),
+                                     *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run))]
                     with m.If(~c_last):
-                        m.d.sync += [c.eq(c + 1), cur.eq(cur + 1), c_last.eq(c + 1 == lc1),
-                                     col_hit.eq(c + 1 < e_cres)]
+                        m.d.sync += [c.eq(c + 1), *upd(cur.eq(cur + 1), c_last.eq(c + 1 == lc1),
+                                                        col_hit.eq(c + 1 < e_cres))]
                     with m.Else():
                         ri_n = Mux(ri == 0xFFFF, ri, ri + 1)                           # saturates
-                        m.d.sync += [c.eq(0), ri.eq(ri_n), pbrow.eq(pbrow + e_cres), c_last.eq(lc1 == 0),
-                                     col_hit.eq(e_cres != 0), row_hit.eq(e_ok & (ri_n < e_rows))]
+                        m.d.sync += [c.eq(0), ri.eq(ri_n), pbrow.eq(pbrow + e_cres),
+                                     *upd(c_last.eq(lc1 == 0), col_hit.eq(e_cres != 0),
+                                          row_hit.eq(e_ok & (ri_n < e_rows)))]
                         with m.If(~kx_last):
                             m.d.sync += [kx.eq(kx + 1), colb.eq(colb + f["tile_skx"]),
-                                         cur.eq(colb + f["tile_skx"]), kx_last.eq(kx + 1 == lb1)]
+                                         *upd(cur.eq(colb + f["tile_skx"]), kx_last.eq(kx + 1 == lb1))]
                         with m.Else():
-                            m.d.sync += [kx.eq(0), kx_last.eq(lb1 == 0)]
+                            m.d.sync += [kx.eq(0), *upd(kx_last.eq(lb1 == 0))]
                             with m.If(~ky_last):
                                 m.d.sync += [ky.eq(ky + 1), rowb.eq(rowb + f["tile_sky"]),
-                                             colb.eq(rowb + f["tile_sky"]), cur.eq(rowb + f["tile_sky"]),
-                                             ky_last.eq(ky + 1 == la1)]
+                                             colb.eq(rowb + f["tile_sky"]),
+                                             *upd(cur.eq(rowb + f["tile_sky"]), ky_last.eq(ky + 1 == la1))]
                             with m.Else():
                                 m.d.sync += gen_done.eq(1)
             with m.State("ISSUE"):
@@ -251,7 +263,7 @@ class WeightFetch(wiring.Component):
                     with m.Else():
                         m.d.sync += row.eq(row + 1)
                     with m.If(beats == 1):
-                        m.d.sync += [run_len.eq(0), run_any.eq(0), run_full.eq(0)]
+                        m.d.sync += [run_len.eq(0), *upd(run_any.eq(0), run_full.eq(0))]
                         with m.If(gen_done):
                             m.next = "PCMD"
                         with m.Else():

@@ -86,30 +86,35 @@ class WindowGen(wiring.Component):
         ky, kx = Signal(8), Signal(8)
         iy0, ix0, iy, ix = (Signal(signed(14), name=n) for n in ("iy0", "ix0", "iy", "ix"))
         prow, pbase, rbase, kbase = (Signal(A, name=n) for n in ("prow", "pbase", "rbase", "kbase"))
-        # word addresses of the current output row / pixel (prow, pbase; both + ioff) and kernel row /
-        # position (rbase, kbase; both + ioff + cc): the step's address is kbase + c, one adder
+        # word addresses of the current output row / pixel (prow, pbase) and kernel row / position
+        # (rbase, kbase); with the timing registers the first two include ioff and the others also
+        # cc, so the step's address is kbase + c, one adder (else ioff + kbase + cc + c)
         rowstride, colstep, rowstep, padl, padt = (Signal(A, name=n) for n in
                                                    ("rowstride", "colstep", "rowstep", "padl", "padt"))
         obase = Signal(A)
         setup = Signal(2)
 
-        # "x is at its last value" flags, kept in registers beside the counters (set from the
-        # next value's compare when a counter moves): the step outputs and every decision below
-        # start at flip-flops
-        last_c, last_kx, last_ky, last_cc, last_ox, last_oy = (
-            Signal(name=f"last_{n}") for n in ("c", "kx", "ky", "cc", "ox", "oy"))
-        bounds = ((last_c, c, n_c), (last_kx, kx, kw), (last_ky, ky, kh),
-                  (last_cc, cc, n_cc), (last_ox, ox, out_w), (last_oy, oy, out_h))
+        # "x is at its last value" flags: with the timing registers kept in registers beside the
+        # counters (set from the next value's compare when a counter moves), so the step outputs
+        # and every decision below start at flip-flops; else compares (x + 1 == n: the
+        # incrementer is there anyway), fewer logic cells
+        pairs = ((c, n_c), (kx, kw), (ky, kh), (cc, n_cc), (ox, out_w), (oy, out_h))
+        if regs:
+            flags = [Signal(name=f"last_{n}") for n in ("c", "kx", "ky", "cc", "ox", "oy")]
+        else:
+            flags = [x + 1 == n for x, n in pairs]
+        last_c, last_kx, last_ky, last_cc, last_ox, last_oy = flags
+        bounds = [(f, x, n) for f, (x, n) in zip(flags, pairs)]
 
         def reset(flag):        # the counter goes to 0
             n = next(b[2] for b in bounds if b[0] is flag)
-            return flag.eq(n == 1)
+            return [flag.eq(n == 1)] if regs else []
 
         def step(flag):         # the counter goes to x + 1
             _, x, n = next(b for b in bounds if b[0] is flag)
-            return flag.eq(x + 2 == n)
+            return [flag.eq(x + 2 == n)] if regs else []
         m.d.comb += [
-            self.addr.eq((kbase + c)[:A]),
+            self.addr.eq((kbase + c)[:A] if regs else (ioff[:A] + kbase + cc + c)[:A]),
             self.inpad.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)),
             self.first.eq((c == 0) & (kx == 0) & (ky == 0)),
             self.last.eq(last_c & last_kx & last_ky),
@@ -129,39 +134,40 @@ class WindowGen(wiring.Component):
             m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, sh, A)),
                          padt.eq(_mul16(rowstride, pad_top, A))]
         with m.Elif(setup == 2):
-            p0 = (ioff[:A] - padt - padl)[:A]
+            p0 = ((ioff[:A] if regs else 0) - padt - padl)[:A]
             m.d.sync += [setup.eq(0), self.valid.eq(1),
                          oy.eq(0), ox.eq(0), cc.eq(0), ky.eq(0), kx.eq(0), c.eq(0),
                          iy0.eq(-pad_top), iy.eq(-pad_top),
                          ix0.eq(-pad_left), ix.eq(-pad_left),
                          prow.eq(p0), pbase.eq(p0), rbase.eq(p0), kbase.eq(p0),
-                         obase.eq(obase0)] + [reset(b[0]) for b in bounds]
+                         obase.eq(obase0)] + [st for b in bounds for st in reset(b[0])]
         with m.Elif(self.advance & self.valid):
             with m.If(~last_c):
-                m.d.sync += [c.eq(c + 1), step(last_c)]
+                m.d.sync += [c.eq(c + 1), *step(last_c)]
             with m.Else():
-                m.d.sync += [c.eq(0), reset(last_c)]
+                m.d.sync += [c.eq(0), *reset(last_c)]
                 with m.If(~last_kx):
-                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), kbase.eq(kbase + stride), step(last_kx)]
+                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), kbase.eq(kbase + stride), *step(last_kx)]
                 with m.Else():
-                    m.d.sync += [kx.eq(0), ix.eq(ix0), reset(last_kx)]
+                    m.d.sync += [kx.eq(0), ix.eq(ix0), *reset(last_kx)]
                     with m.If(~last_ky):
                         m.d.sync += [ky.eq(ky + 1), iy.eq(iy + 1), rbase.eq(rbase + rowstride),
-                                     kbase.eq(rbase + rowstride), step(last_ky)]
+                                     kbase.eq(rbase + rowstride), *step(last_ky)]
                     with m.Else():
-                        m.d.sync += [ky.eq(0), obase.eq(obase + ostride), reset(last_ky)]
+                        m.d.sync += [ky.eq(0), obase.eq(obase + ostride), *reset(last_ky)]
+                        nb_cc = (pbase + cc + 1) if regs else pbase
                         with m.If(~last_cc):
-                            m.d.sync += [cc.eq(cc + 1), iy.eq(iy0), rbase.eq(pbase + cc + 1), kbase.eq(pbase + cc + 1),
-                                         step(last_cc)]
+                            m.d.sync += [cc.eq(cc + 1), iy.eq(iy0), rbase.eq(nb_cc), kbase.eq(nb_cc),
+                                         *step(last_cc)]
                         with m.Else():
-                            m.d.sync += [cc.eq(0), reset(last_cc)]
+                            m.d.sync += [cc.eq(0), *reset(last_cc)]
                             with m.If(~last_ox):
                                 nb = pbase + colstep
                                 m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + sw), ix.eq(ix0 + sw),
-                                             iy.eq(iy0), pbase.eq(nb), rbase.eq(nb), kbase.eq(nb), step(last_ox)]
+                                             iy.eq(iy0), pbase.eq(nb), rbase.eq(nb), kbase.eq(nb), *step(last_ox)]
                             with m.Else():
                                 nb = prow + rowstep
-                                m.d.sync += [ox.eq(0), ix0.eq(-pad_left), ix.eq(-pad_left), reset(last_ox), step(last_oy),
+                                m.d.sync += [ox.eq(0), ix0.eq(-pad_left), ix.eq(-pad_left), *reset(last_ox), *step(last_oy),
                                              oy.eq(oy + 1), iy0.eq(iy0 + sh), iy.eq(iy0 + sh),
                                              prow.eq(nb), pbase.eq(nb), rbase.eq(nb), kbase.eq(nb)]
                                 with m.If(last_oy):

@@ -158,7 +158,9 @@ def _window_model(c):
     dict(in_h=2, in_w=3, out_h=1, out_w=1, kh=2, kw=3, sh=1, sw=1, pad_top=0, pad_left=0, n_cc=1, n_c=4,
          stride=4, ioff=5, obase0=0, ostride=1),
 ])
-def test_window_gen_matches_loops(c):
+@pytest.mark.parametrize("regs", [True, False], ids=["timing-regs", "small-fpga"])
+def test_window_gen_matches_loops(c, regs, monkeypatch):
+    monkeypatch.setattr("rtl.bus.TIMING_REGS", regs)      # both forms: same steps, same cycles
     dut = WindowGen()
     exp = _window_model(c)
     got = []
@@ -341,6 +343,28 @@ def test_accel_conv_matches_golden(kw):
     got = _check_vs_golden(cfg, *_conv_program(cfg, np.random.default_rng(5), **kw),
                            stall=0.3 if kw.get("gap") else 0.0)
     assert got["hw_id"] == (ISA_VERSION << 24) | (cfg.pe_rows << 8) | cfg.pe_cols
+
+
+@pytest.mark.parametrize("kw", [dict(gap=1), dict(dw=1, kh=5, kw=5, pt=2, pl=2, sh=2, sw=2, in_h=7, in_w=7)],
+                         ids=["dense-gaps", "dw5x5s2"])
+def test_small_fpga_forms_same_cycles(kw, monkeypatch):
+    """Without the timing registers (iCE40 builds: compares instead of registered flags in the
+    window generator and the weight fetcher, no registered copies) the outputs and every cycle are
+    those of the default form, with a PB residency entry in play."""
+    cfg = TINY_PB
+    cycles = []
+    for regs in (True, False):
+        monkeypatch.setattr("rtl.bus.TIMING_REGS", regs)
+        img, pb, wb = _conv_program(cfg, np.random.default_rng(5), **kw)
+        body = _conv_body(img)
+        f = decode(body[1]).fields
+        progs = {"sg": _prog(box_load(f, 1, 2, 1, 0)), "conv": _prog(pbkey(1), body)}
+        img, at = _images(img, progs)
+        got, _ = _check_seq_vs_golden(cfg, [(bytearray(img), at[k], wb) for k in ("sg", "conv")],
+                                      stall=0.2 if kw.get("gap") else 0.0, seed=4)
+        assert got[1]["pb_hits"] > 0 and got[1]["pb_misses"] > 0
+        cycles.append([g["cycles"] for g in got])
+    assert cycles[0] == cycles[1]
 
 
 def test_accel_conv_16x8():
