@@ -114,24 +114,27 @@ class WeightFetch(wiring.Component):
                 pb_w.append(mem.write_port())
                 m.d.comb += pb_r[r].addr.eq(pb_slot)
 
-        # loop bounds from the instruction, registered every cycle (the instruction is stable from
-        # two cycles before ``start``, so these are ready before GROUP): no multiplier or mux of
-        # instruction fields on the GEN cycle's paths
+        # loop bounds from the instruction (with the timing registers registered every cycle: the
+        # instruction is stable from two cycles before ``start``, so they are ready before GROUP;
+        # no multiplier or mux of instruction fields on the GEN cycle's paths)
+        regs = timing_regs(platform)
+        dom = m.d.sync if regs else m.d.comb
         dw = f["dw"]
         khkw = Signal(16)
         nt = Signal(16)
-        m.d.sync += khkw.eq(f["kh"] * f["kw"])
+        dom += khkw.eq(f["kh"] * f["kw"])
         if R & (R - 1) == 0:
             m.d.comb += nt.eq((khkw + R - 1) >> (R.bit_length() - 1))
         else:
             m.d.comb += nt.eq((khkw + R - 1) // R)
         la1, lb1, lc1 = Signal(8), Signal(8), Signal(16)    # loop bounds - 1 (ky, kx, c)
-        m.d.sync += [la1.eq(Mux(dw, 1, f["kh"]) - 1), lb1.eq(Mux(dw, 1, f["kw"]) - 1),
-                     lc1.eq(Mux(dw, nt, f["cin_w"]) - 1)]
+        dom += [la1.eq(Mux(dw, 1, f["kh"]) - 1), lb1.eq(Mux(dw, 1, f["kw"]) - 1),
+                lc1.eq(Mux(dw, nt, f["cin_w"]) - 1)]
         rec_beats1 = Signal(8)
         rec_stride = Signal(16)
-        m.d.sync += [rec_beats1.eq(Mux(dw, 8, 8 * R // V) - 1),
-                     rec_stride.eq(Mux(dw, V * PARAM_BYTES, R * PARAM_BYTES))]
+        dom += [rec_beats1.eq(Mux(dw, 8, 8 * R // V) - 1),
+                rec_stride.eq(Mux(dw, V * PARAM_BYTES, R * PARAM_BYTES))]
+
         g = Signal(10)
         h = Signal()
         gbase, rowb, colb = Signal(TB), Signal(TB), Signal(TB)
@@ -164,7 +167,6 @@ class WeightFetch(wiring.Component):
         # the current run ``run_next``, the loop-end, run and residency compares): each is
         # computed beside the update that changes its inputs, not after it
         # (with the timing registers; on small FPGAs the same values as compares, fewer cells)
-        regs = timing_regs(platform)
         if regs:
             cur, run_next = Signal(TB), Signal(TB)
             c_last, kx_last, ky_last = Signal(), Signal(), Signal()
