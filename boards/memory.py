@@ -1,8 +1,9 @@
 """Memory standing in for DRAM on the boards: a single-port RAM and the accelerator-port bridge."""
 from __future__ import annotations
 
-from amaranth.hdl import ClockSignal, Instance, Module, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rtl.bus import CmdSignature, DataSignature
@@ -83,10 +84,24 @@ class SpramRam(wiring.Component):
 class DramBridge(wiring.Component):
     """The accelerator's DRAM port (docs/isa.md) on a single-port memory: one access per cycle,
     write beats first; read beats queue in a small FIFO (rd_data back-pressure).  Byte addresses
-    are taken modulo the memory size."""
+    are taken modulo the memory size.  ``read_latency``: cycles from a read to ``mem.rdata``
+    (SushiSoC registers the memory output: 2).
 
-    def __init__(self, *, width_bytes: int, addr_bits: int, fifo_depth: int = 4):
+    Timing: the memory port is driven from flip-flops, and the accelerator's signals reach the
+    bridge's flip-flops through about a gate (its other inputs are flip-flops or logic of
+    flip-flops): a command is registered as it is accepted, its length examined over the next
+    two cycles, then its beats run; a write beat is registered and written the cycle after
+    (reads wait); the read FIFO keeps its level, "not empty" and its free entries (credits) in
+    registers."""
+
+    def __init__(self, *, width_bytes: int, addr_bits: int, fifo_depth: int = 4,
+                 read_latency: int = 1):
+        if read_latency not in (1, 2, 3):
+            raise ValueError(f"'read_latency' must be 1, 2 or 3, not {read_latency!r}")
+        if fifo_depth not in (2, 4, 8, 16):
+            raise ValueError(f"'fifo_depth' must be 2, 4, 8 or 16, not {fifo_depth!r}")
         self.V, self.addr_bits, self.fifo_depth = width_bytes, addr_bits, fifo_depth
+        self.read_latency = read_latency
         W = 8 * width_bytes
         super().__init__({
             "rd_cmd": In(CmdSignature()), "rd_data": Out(DataSignature(width=W)),
@@ -96,38 +111,68 @@ class DramBridge(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        V, ab = self.V, self.addr_bits
+        V, ab, D, L = self.V, self.addr_bits, self.fifo_depth, self.read_latency
         sv = V.bit_length() - 1
-        m.submodules.q = q = fifo.SyncFIFO(width=8 * V, depth=self.fifo_depth)
-        r_active, w_active = Signal(), Signal()
+        rbeat, wbeat = Signal(), Signal()
+
+        # read data: reads in flight (infl) -> FIFO -> rd_data, fall-through
+        infl = Signal(L)
+        m.d.sync += infl.eq(Cat(rbeat, infl[:-1]))
+        push, pop = infl[-1], Signal()
+        m.submodules.q = q = Memory(shape=8 * V, depth=D, init=[])
+        qw, qr = q.write_port(), q.read_port(domain="comb")
+        prod, cons = Signal(range(D)), Signal(range(D))
+        level = Signal(range(D + 1))
+        nonempty = Signal()
+        cred = Signal(range(D + 1), init=D)     # FIFO entries not claimed by a read in flight
+        m.d.comb += [qw.addr.eq(prod), qw.data.eq(self.mem.rdata), qw.en.eq(push),
+                     qr.addr.eq(cons), self.rd_data.data.eq(qr.data),
+                     self.rd_data.valid.eq(nonempty), pop.eq(nonempty & self.rd_data.ready)]
+        with m.If(push):
+            m.d.sync += prod.eq(prod + 1)
+        lvl = Signal(range(D + 1))
+        crd = Signal(range(D + 1))
+        m.d.comb += [lvl.eq(level + push), crd.eq(cred - rbeat)]
+        m.d.sync += [cons.eq(Mux(pop, cons + 1, cons)),
+                     level.eq(Mux(pop, lvl - 1, lvl)),
+                     nonempty.eq(Mux(pop, lvl > 1, lvl != 0)),
+                     cred.eq(Mux(pop, crd + 1, crd))]
+
+        def command(cmd, addr, left, beat, step):
+            """A command channel: busy while a command is held (accepted, not finished); it is
+            registered as accepted, its length looked at over the two cycles after (new, new2),
+            then `active` until the last `beat`; the address advances with `step`.  hz: the high
+            bits of `left` are 0, registered (stale only when the low bits are 15)."""
+            busy, new, new2, active, last, hz = (Signal(name=n) for n in
+                                                 ("busy", "new", "new2", "active", "last", "hz"))
+            lo = left[:4]
+            m.d.comb += cmd.ready.eq(~busy)
+            m.d.sync += [busy.eq(Mux(busy, ~(new2 & hz & (lo == 0)) & ~(beat & last), cmd.valid)),
+                         new.eq(~busy & cmd.valid), new2.eq(new), hz.eq(left[4:] == 0)]
+            with m.If(new2):
+                m.d.sync += [active.eq(~hz | (lo != 0)), last.eq(hz & (lo == 1))]
+            with m.Elif(beat):
+                m.d.sync += last.eq(hz & (lo == 2))
+                with m.If(last):
+                    m.d.sync += active.eq(0)
+            with m.If(~busy | beat):
+                m.d.sync += left.eq(Mux(busy, left - 1, cmd.len))
+            with m.If(~busy | step):
+                m.d.sync += addr.eq(Mux(busy, addr + 1, cmd.addr[sv:sv + ab]))
+            return active
+
         r_addr, w_addr = Signal(ab), Signal(ab)
         r_left, w_left = Signal(16), Signal(16)
-        inflight = Signal()
-        m.d.comb += [self.rd_cmd.ready.eq(~r_active), self.wr_cmd.ready.eq(~w_active),
-                     self.rd_data.valid.eq(q.r_rdy), self.rd_data.data.eq(q.r_data),
-                     q.r_en.eq(self.rd_data.ready),
-                     q.w_en.eq(inflight), q.w_data.eq(self.mem.rdata)]
-        with m.If(self.rd_cmd.valid & ~r_active):
-            m.d.sync += [r_addr.eq(self.rd_cmd.addr[sv:sv + ab]), r_left.eq(self.rd_cmd.len),
-                         r_active.eq(self.rd_cmd.len != 0)]
-        with m.If(self.wr_cmd.valid & ~w_active):
-            m.d.sync += [w_addr.eq(self.wr_cmd.addr[sv:sv + ab]), w_left.eq(self.wr_cmd.len),
-                         w_active.eq(self.wr_cmd.len != 0)]
-        wbeat = Signal()
-        rbeat = Signal()
-        m.d.comb += [wbeat.eq(w_active & self.wr_data.valid),
-                     rbeat.eq(~wbeat & r_active & (q.level + inflight < self.fifo_depth))]
-        m.d.comb += self.wr_data.ready.eq(wbeat)
-        m.d.sync += inflight.eq(rbeat)
-        with m.If(wbeat):
-            m.d.comb += [self.mem.addr.eq(w_addr), self.mem.en.eq(1), self.mem.we.eq(1),
-                         self.mem.wdata.eq(self.wr_data.data)]
-            m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
-            with m.If(w_left == 1):
-                m.d.sync += w_active.eq(0)
-        with m.Elif(rbeat):
-            m.d.comb += [self.mem.addr.eq(r_addr), self.mem.en.eq(1)]
-            m.d.sync += [r_addr.eq(r_addr + 1), r_left.eq(r_left - 1)]
-            with m.If(r_left == 1):
-                m.d.sync += r_active.eq(0)
+        w_pend = Signal()                   # a write beat registered, written this cycle
+        w_data = Signal(8 * V)
+        r_active = command(self.rd_cmd, r_addr, r_left, rbeat, rbeat)
+        w_active = command(self.wr_cmd, w_addr, w_left, wbeat, w_pend)
+
+        m.d.comb += [self.wr_data.ready.eq(w_active),
+                     wbeat.eq(w_active & self.wr_data.valid),
+                     rbeat.eq(r_active & ~w_pend & (cred != 0)),
+                     self.mem.addr.eq(Mux(w_pend, w_addr, r_addr)),
+                     self.mem.en.eq(w_pend | rbeat), self.mem.we.eq(w_pend),
+                     self.mem.wdata.eq(w_data)]
+        m.d.sync += [w_pend.eq(wbeat), w_data.eq(self.wr_data.data)]
         return m

@@ -23,7 +23,10 @@ class SushiSoC(wiring.Component):
     ``"spram"`` (the iCE40UP5K's four SPRAMs, 128 KiB).  ``link``: ``"uart"`` (ports ``uart_rx``,
     ``uart_tx``; ``divisor`` clock cycles per bit) or ``"stream"`` (byte streams ``rx``/``tx`` at the
     UART boundary, used by the simulation).  ``timeout_cycles``: the inter-byte timeout of a frame.
-    Ports ``running`` (the accelerator works) and ``error`` (STATUS error code != 0) drive LEDs.
+    Ports ``running`` (the accelerator works) and ``error`` (STATUS error code != 0 at the link's
+    last STATUS read) drive LEDs.  The stream link takes at most a byte every two cycles
+    (back-pressure on ``rx``).  The memory's read data is registered before the link and the
+    bridge see it (read latency 2): a block RAM output goes straight into a flip-flop.
     """
 
     def __init__(self, cfg: AccelConfig, *, ram: str = "generic", mem_bytes: int = 1 << 17,
@@ -52,12 +55,12 @@ class SushiSoC(wiring.Component):
         cfg, V = self.cfg, self.cfg.pe_cols
         m.submodules.accel = accel = SushiAccel(cfg)
         m.submodules.link = link = HostLink(width_bytes=V, mem_words=self.mem_words,
-                                            timeout_cycles=self.timeout_cycles)
+                                            timeout_cycles=self.timeout_cycles, read_latency=2)
         if self.ram == "spram":
             m.submodules.ram = ram = SpramRam(width_bytes=V)
         else:
             m.submodules.ram = ram = GenericRam(width_bytes=V, words=self.mem_words)
-        m.submodules.bridge = br = DramBridge(width_bytes=V, addr_bits=link.abits)
+        m.submodules.bridge = br = DramBridge(width_bytes=V, addr_bits=link.abits, read_latency=2)
 
         wiring.connect(m, link.csr, accel.csr)
         for ch in ("rd_cmd", "wr_cmd", "wr_data"):
@@ -68,7 +71,9 @@ class SushiSoC(wiring.Component):
         rp = ram.port
         src = Signal()
         m.d.comb += src.eq(link.running)
-        m.d.comb += [link.mem.rdata.eq(rp.rdata), br.mem.rdata.eq(rp.rdata)]
+        rdata = Signal(8 * V)               # registered: read latency 2 (link and bridge)
+        m.d.sync += rdata.eq(rp.rdata)
+        m.d.comb += [link.mem.rdata.eq(rdata), br.mem.rdata.eq(rdata)]
         with m.If(src):
             m.d.comb += [rp.addr.eq(br.mem.addr), rp.en.eq(br.mem.en), rp.we.eq(br.mem.we),
                          rp.wdata.eq(br.mem.wdata)]
@@ -86,10 +91,6 @@ class SushiSoC(wiring.Component):
             wiring.connect(m, urx.o, link.rx)
             wiring.connect(m, link.tx, utx.i)
 
-        err = Signal()
-        m.d.comb += [self.running.eq(link.running)]
-        # the accelerator's error code, sampled whenever the link parks the CSR port on STATUS
-        with m.If(link.csr.addr == 1):
-            m.d.sync += err.eq(accel.csr.rdata[8:16] != 0)
-        m.d.comb += self.error.eq(err)
+        # error: the accelerator's error code at the link's last STATUS read
+        m.d.comb += [self.running.eq(link.running), self.error.eq(link.error)]
         return m

@@ -38,6 +38,175 @@ def test_uart_tx_to_rx_loopback():
     assert got == sent
 
 
+
+def _link_harness(V, words, timeout_cycles):
+    """HostLink (read latency 2, like SushiSoC) + a memory with a register on its read data + a few
+    fake CSRs (START keeps STATUS busy for a few cycles, then sets error = WEIGHT_BASE[7:0])."""
+    from amaranth.hdl import Cat, Module, Signal
+    from amaranth.lib.memory import Memory
+
+    from boards.link import HostLink
+    m = Module()
+    m.submodules.link = link = HostLink(width_bytes=V, mem_words=words,
+                                        timeout_cycles=timeout_cycles, read_latency=2)
+    m.submodules.mem = mem = Memory(shape=8 * V, depth=words, init=[])
+    rp, wp, p = mem.read_port(), mem.write_port(), link.mem
+    rd = Signal(8 * V)
+    m.d.sync += rd.eq(rp.data)
+    m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en & ~p.we), wp.addr.eq(p.addr), wp.data.eq(p.wdata),
+                 wp.en.eq(p.en & p.we), p.rdata.eq(rd)]
+    c = link.csr
+    regs = {a: Signal(32, name=f"csr{a}") for a in (2, 3, 4)}
+    busy, err, left = Signal(), Signal(8), Signal(4)
+    with m.If(c.we & (c.addr == 2)):
+        m.d.sync += regs[2].eq(c.wdata)
+    with m.If(c.we & (c.addr == 3)):
+        m.d.sync += regs[3].eq(c.wdata)
+    with m.If(c.we & (c.addr == 0) & c.wdata[0] & ~busy):
+        m.d.sync += [busy.eq(1), left.eq(9), regs[4].eq(0)]
+    with m.If(busy):
+        m.d.sync += [left.eq(left - 1), regs[4].eq(regs[4] + 1)]
+        with m.If(left == 0):
+            m.d.sync += [busy.eq(0), err.eq(regs[3][:8])]
+    with m.Switch(c.addr):
+        with m.Case(1):
+            m.d.comb += c.rdata.eq(Cat(busy, Signal(7), err))
+        for a, r in regs.items():
+            with m.Case(a):
+                m.d.comb += c.rdata.eq(r)
+        with m.Case(13):
+            m.d.comb += c.rdata.eq(0x01020304)
+    return m, link
+
+
+def test_host_link_frames_under_back_pressure():
+    """Requests through HostLink with random rx / tx stalls: one reply per request, the codes of
+    the protocol, memory written and read back, STATUS / RUN / READ_COUNTERS payloads."""
+    import random
+    import struct
+
+    from sushi.runtime.protocol import (MAX_PAYLOAD, PROTO_VERSION, Cmd, Code, ReplyParser,
+                                        SYNC_REQ, encode_request)
+    V, words = 4, 64
+    mem_bytes = V * words
+    m, link = _link_harness(V, words, timeout_cycles=40)
+    rng = random.Random(5)
+    data = rng.randbytes(64)
+    status = struct.pack("<IIII", 0, 0x01020304, mem_bytes, PROTO_VERSION | MAX_PAYLOAD << 16)
+    batches = [  # (frames, [(code, payload or None)]); a truncated / oversized frame goes alone
+        ([encode_request(Cmd.STATUS), encode_request(Cmd.WRITE_MEM, struct.pack("<I", 8) + data),
+          encode_request(Cmd.READ_MEM, struct.pack("<IH", 8, 64)),
+          encode_request(Cmd.READ_MEM, struct.pack("<IH", 12, 8)),
+          encode_request(Cmd.WRITE_MEM, struct.pack("<I", mem_bytes - 4) + bytes(8)),
+          encode_request(Cmd.READ_MEM, struct.pack("<IH", 2, 4)),
+          encode_request(Cmd.READ_MEM, struct.pack("<IH", 0, 300)),
+          encode_request(Cmd.STATUS, b"x"), encode_request(0x77),
+          encode_request(Cmd.RUN, struct.pack("<II", 64, 0x2A)),
+          encode_request(Cmd.READ_COUNTERS), encode_request(Cmd.WRITE_MEM, struct.pack("<I", 0))],
+         [(Code.OK, status), (Code.OK, b""), (Code.OK, data), (Code.OK, data[4:12]),
+          (Code.BAD_ADDRESS, b""), (Code.BAD_ADDRESS, b""), (Code.BAD_LENGTH, b""),
+          (Code.BAD_LENGTH, b""), (Code.UNKNOWN_CMD, b""), (Code.OK, struct.pack("<II", 0x2A00, 10)),
+          (Code.OK, None), (Code.OK, b"")]),
+        ([bytes([SYNC_REQ, Cmd.WRITE_MEM, 8, 0, 1, 2])], [(Code.TIMEOUT, b"")]),
+        ([bytes([SYNC_REQ, Cmd.STATUS, 0x10, 0x20]) + bytes(20)], [(Code.OVERSIZED, b"")]),
+        ([b"\x00\x13" + encode_request(Cmd.STATUS)[:-1] + b"\x00"], [(Code.BAD_CRC, b"")]),
+    ]
+    replies = []
+
+    async def bench(ctx):
+        parser = ReplyParser()
+        for frames, expect in batches:
+            stream, i, n = b"".join(frames), 0, len(replies) + len(expect)
+            for _ in range(20000):
+                if len(replies) == n:
+                    break
+                on = i < len(stream) and rng.random() < 0.6
+                ctx.set(link.rx.valid, on)
+                ctx.set(link.rx.payload, stream[i] if on else 0)
+                ready = rng.random() < 0.6
+                ctx.set(link.tx.ready, ready)
+                _, _, rx_ok, tv, tp = await ctx.tick().sample(link.rx.ready, link.tx.valid,
+                                                              link.tx.payload)
+                i += on and rx_ok
+                if tv and ready:
+                    replies.extend(parser.feed(bytes([tp])))
+            assert i == len(stream) and len(replies) == n
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    got = [(r.code, r.payload) for r in replies]
+    expect = [e for _, es in batches for e in es]
+    assert got == [(c, got[k][1] if p is None else p) for k, (c, p) in enumerate(expect)]
+    counters = struct.unpack("<11I", replies[10].payload)       # STATUS, CYCLES, 0 .. 0, HW_ID
+    assert counters[:2] == (0x2A00, 10) and counters[-1] == 0x01020304
+
+
+def test_dram_bridge_with_registered_read_data_and_stalls():
+    """DramBridge on a memory whose read data is registered (latency 2): writes then reads of the
+    same words back, the accelerator side stalling at random."""
+    import random
+
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib.memory import Memory
+
+    from boards.memory import DramBridge
+    V, words = 4, 128
+    m = Module()
+    m.submodules.br = br = DramBridge(width_bytes=V, addr_bits=7, read_latency=2)
+    m.submodules.mem = mem = Memory(shape=8 * V, depth=words, init=[])
+    rp, wp, p = mem.read_port(), mem.write_port(), br.mem
+    rd = Signal(8 * V)
+    m.d.sync += rd.eq(rp.data)
+    m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en & ~p.we), wp.addr.eq(p.addr), wp.data.eq(p.wdata),
+                 wp.en.eq(p.en & p.we), p.rdata.eq(rd)]
+    rng = random.Random(3)
+    model, bad = [0] * words, []
+
+    async def command(ctx, cmd, addr, n):
+        ctx.set(cmd.addr, addr * V)
+        ctx.set(cmd.len, n)
+        ctx.set(cmd.valid, 1)
+        while not (await ctx.tick().sample(cmd.ready))[2]:
+            pass
+        ctx.set(cmd.valid, 0)
+
+    async def bench(ctx):
+        for _ in range(40):
+            a, n = rng.randrange(words), rng.choice([0, 1, 2, 7, 16, 17, 33])
+            if rng.random() < 0.5:
+                await command(ctx, br.wr_cmd, a, n)
+                k = 0
+                while k < n:
+                    on, x = rng.random() < 0.7, rng.randrange(1 << 32)
+                    ctx.set(br.wr_data.valid, on)
+                    ctx.set(br.wr_data.data, x)
+                    if on and (await ctx.tick().sample(br.wr_data.ready))[2]:
+                        model[(a + k) % words] = x
+                        k += 1
+                    elif not on:
+                        await ctx.tick()
+                ctx.set(br.wr_data.valid, 0)
+            else:
+                await command(ctx, br.rd_cmd, a, n)
+                k = 0
+                while k < n:
+                    ready = rng.random() < 0.6
+                    ctx.set(br.rd_data.ready, ready)
+                    _, _, v, d = await ctx.tick().sample(br.rd_data.valid, br.rd_data.data)
+                    if v and ready:
+                        if d != model[(a + k) % words]:
+                            bad.append((a, k))
+                        k += 1
+                ctx.set(br.rd_data.ready, 0)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert bad == []
+
 def test_pll_parameters_reach_the_targets():
     assert ice40_pll_params(12, 30) == {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "f_out": 30.0}
     p = ecp5_pll_params(25, 100)
