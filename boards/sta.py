@@ -29,7 +29,7 @@ class Family:
     carry_cells: dict            # type -> (carry in port, carry out port)
     carry: float
     setup: float
-    comb_ports: dict             # type -> set of comb output ports (others: sequential)
+    comb_ports: dict             # sequential type -> its combinational output ports (LUT RAM reads)
 
 
 ECP5 = Family(
@@ -38,14 +38,13 @@ ECP5 = Family(
           "TRELLIS_DPR16X4": 0.6, "ALU54B": 3.0},
     clk_q={"TRELLIS_FF": 0.52, "DP16KD": 5.83, "TRELLIS_DPR16X4": 0.0, "MULT18X18D": 0.8},
     carry_cells={"CCU2C": ("CIN", "COUT")}, carry=0.06, setup=0.1,
-    comb_ports={"TRELLIS_DPR16X4": {"DO"}, "MULT18X18D": None})
+    comb_ports={"TRELLIS_DPR16X4": {"DO"}})
 
 ICE40 = Family(
     "ice40", route=1.6,
     comb={"SB_LUT4": 0.45, "SB_CARRY": 0.13, "SB_MAC16": 6.0},
     clk_q={"SB_DFF": 0.54, "SB_RAM40_4K": 2.2, "SB_SPRAM256KA": 3.0, "SB_MAC16": 1.0},
-    carry_cells={"SB_CARRY": ("CI", "CO")}, carry=0.13, setup=0.1,
-    comb_ports={"SB_MAC16": None})
+    carry_cells={"SB_CARRY": ("CI", "CO")}, carry=0.13, setup=0.1, comb_ports={})
 
 FAMILIES = {"ecp5": ECP5, "ice40": ICE40}
 
@@ -57,9 +56,9 @@ def _is_seq(fam: Family, cell: dict) -> bool:
     if t in fam.comb:
         if t == "MULT18X18D":       # registered when yosys absorbed registers into it
             return any(k.startswith("REG_") and v not in ("NONE",) for k, v in cell["parameters"].items())
-        if t == "SB_MAC16":
+        if t == "SB_MAC16":         # yosys writes parameters as binary strings
             p = cell["parameters"]
-            return any(int(str(p.get(k, "0")), 2 if set(str(p.get(k, "0"))) <= {"0", "1"} else 10)
+            return any("1" in str(p.get(k, "0"))
                        for k in ("TOP_8x8_MULT_REG", "BOT_8x8_MULT_REG", "PIPELINE_16x16_MULT_REG2"))
         return False
     return True
@@ -114,8 +113,7 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None) 
             cname, port = drv
             c = cells[cname]
             t = c["type"]
-            comb_out = fam.comb_ports.get(t, "all")
-            if seq[cname] and not (isinstance(comb_out, set) and port in comb_out):
+            if seq[cname] and port not in fam.comb_ports.get(t, ()):
                 arr[b] = (fam.clk_q.get(t, 0.5), None)
                 stack.pop()
                 continue
@@ -139,7 +137,7 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None) 
                 if cc and p == cc[0]:
                     d = a + fam.carry               # dedicated carry chain
                 else:
-                    d = a + fam.route + fam.comb.get(t, fam.comb.get(t, 0.3))
+                    d = a + fam.route + fam.comb.get(t, 0.3)
                 if d > best[0]:
                     best = (d, ib)
             arr[b] = best

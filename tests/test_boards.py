@@ -39,6 +39,17 @@ def test_uart_tx_to_rx_loopback():
 
 
 
+def _registered_memory(m, mem, port):
+    """``port`` (a memory port: addr, en, we, wdata, rdata) on ``mem`` with its read data registered
+    once more, as SushiSoC does (read latency 2)."""
+    from amaranth.hdl import Signal
+    rp, wp = mem.read_port(), mem.write_port()
+    rd = Signal(len(rp.data))
+    m.d.sync += rd.eq(rp.data)
+    m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en & ~port.we), wp.addr.eq(port.addr),
+                 wp.data.eq(port.wdata), wp.en.eq(port.en & port.we), port.rdata.eq(rd)]
+
+
 def _link_harness(V, words, timeout_cycles):
     """HostLink (read latency 2, like SushiSoC) + a memory with a register on its read data + a few
     fake CSRs (START keeps STATUS busy for a few cycles, then sets error = WEIGHT_BASE[7:0])."""
@@ -50,11 +61,7 @@ def _link_harness(V, words, timeout_cycles):
     m.submodules.link = link = HostLink(width_bytes=V, mem_words=words,
                                         timeout_cycles=timeout_cycles, read_latency=2)
     m.submodules.mem = mem = Memory(shape=8 * V, depth=words, init=[])
-    rp, wp, p = mem.read_port(), mem.write_port(), link.mem
-    rd = Signal(8 * V)
-    m.d.sync += rd.eq(rp.data)
-    m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en & ~p.we), wp.addr.eq(p.addr), wp.data.eq(p.wdata),
-                 wp.en.eq(p.en & p.we), p.rdata.eq(rd)]
+    _registered_memory(m, mem, link.mem)
     c = link.csr
     regs = {a: Signal(32, name=f"csr{a}") for a in (2, 3, 4)}
     busy, err, left = Signal(), Signal(8), Signal(4)
@@ -148,7 +155,7 @@ def test_dram_bridge_with_registered_read_data_and_stalls():
     same words back, the accelerator side stalling at random."""
     import random
 
-    from amaranth.hdl import Module, Signal
+    from amaranth.hdl import Module
     from amaranth.lib.memory import Memory
 
     from boards.memory import DramBridge
@@ -156,11 +163,7 @@ def test_dram_bridge_with_registered_read_data_and_stalls():
     m = Module()
     m.submodules.br = br = DramBridge(width_bytes=V, addr_bits=7, read_latency=2)
     m.submodules.mem = mem = Memory(shape=8 * V, depth=words, init=[])
-    rp, wp, p = mem.read_port(), mem.write_port(), br.mem
-    rd = Signal(8 * V)
-    m.d.sync += rd.eq(rp.data)
-    m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en & ~p.we), wp.addr.eq(p.addr), wp.data.eq(p.wdata),
-                 wp.en.eq(p.en & p.we), p.rdata.eq(rd)]
+    _registered_memory(m, mem, br.mem)
     rng = random.Random(3)
     model, bad = [0] * words, []
 
