@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import VECTOR_OPS, AccelConfig
 from sushi.isa import Op
 
-from .bus import CmdSignature, CsrSignature, DataSignature, instr_fields
+from .bus import CmdSignature, CsrSignature, DataSignature, instr_fields, stable_copy, timing_regs
 from .conv import ConvEngine
 from .csr import COUNTERS, CsrBlock
 from .dma import Dma, ReadMux
@@ -92,6 +92,13 @@ class SushiAccel(wiring.Component):
         wiring.connect(m, dma.wr_data, wiring.flipped(self.wr_data))
         op = seq.exec_op
         is_vec, unsup_op, is_pool = _vector_ops(cfg, op, seq.instr)
+        # the unit selects of the shared datapaths (window generator, activation buffer port,
+        # post-processor input) from registered copies: the instruction is loaded three cycles
+        # before its exec_start and an instruction ends only once the post-processor is idle
+        regs = timing_regs(platform)
+        is_vec_r = stable_copy(m, is_vec, regs, "is_vec_r")
+        is_pool_r = stable_copy(m, is_pool, regs, "is_pool_r")
+        is_dma_r = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), regs, "is_dma_r")
         m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, Mux(op == Op.LOAD, 1,
                                                           Mux((op == Op.LUT) & cfg.op_lut, 3, 2))))
         # an instruction needing a vector operation this configuration leaves out: error 2
@@ -128,11 +135,11 @@ class SushiAccel(wiring.Component):
         m.submodules.win = win = WindowGen(addr_bits=min(16, max(1, (cfg.act_buf_words - 1).bit_length())))
         for n, _ in CFG_PORTS:
             if n in ("n_cc", "n_c", "ioff", "obase0", "ostride"):
-                m.d.comb += getattr(win, n).eq(Mux(is_pool, getattr(vec.win, n), getattr(conv.win, n)))
+                m.d.comb += getattr(win, n).eq(Mux(is_pool_r, getattr(vec.win, n), getattr(conv.win, n)))
             else:   # same instruction field in CONV and POOL
                 m.d.comb += getattr(win, n).eq(getattr(conv.win, n))
         m.d.comb += [win.start.eq(conv.win.start | vec.win.start),
-                     win.advance.eq(Mux(is_pool, vec.win.advance, conv.win.advance))]
+                     win.advance.eq(Mux(is_pool_r, vec.win.advance, conv.win.advance))]
         for n, _ in OUT_PORTS:
             m.d.comb += [getattr(conv.win, n).eq(getattr(win, n)), getattr(vec.win, n).eq(getattr(win, n))]
 
@@ -147,11 +154,10 @@ class SushiAccel(wiring.Component):
         m.submodules.abuf = abuf
         rp = abuf.read_port()
         wp = abuf.write_port()
-        is_dma = (op == Op.LOAD) | (op == Op.STORE)
-        m.d.comb += [rp.addr.eq(Mux(is_dma, dma.buf_raddr, Mux(is_vec, vec.buf_raddr, conv.buf_raddr))),
-                     rp.en.eq(Mux(is_dma, dma.buf_ren, Mux(is_vec, vec.buf_ren, conv.buf_ren))),
+        m.d.comb += [rp.addr.eq(Mux(is_dma_r, dma.buf_raddr, Mux(is_vec_r, vec.buf_raddr, conv.buf_raddr))),
+                     rp.en.eq(Mux(is_dma_r, dma.buf_ren, Mux(is_vec_r, vec.buf_ren, conv.buf_ren))),
                      dma.buf_rdata.eq(rp.data), vec.buf_rdata.eq(rp.data), conv.buf_rdata.eq(rp.data)]
-        with m.If(is_vec):
+        with m.If(is_vec_r):
             wiring.connect(m, vec.pp, pp.i)
         with m.Else():
             wiring.connect(m, conv.pp, pp.i)

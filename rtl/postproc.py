@@ -12,7 +12,7 @@ __all__ = ["Postproc", "PostprocSignature", "latency"]
 
 def latency(cfg: AccelConfig) -> int:
     """Cycles from an input beat to its output beat."""
-    return 7 if cfg.deep_pipeline else 3
+    return 8 if cfg.deep_pipeline else 3
 
 
 class PostprocSignature(wiring.Signature):
@@ -39,7 +39,7 @@ class Postproc(wiring.Component):
 
     ``acc + bias`` wraps to int32 (the hardware's 32-bit adder, like the golden model); the
     product is exact; ``>>`` is arithmetic with round half up (``1 << (shift-1)`` added when
-    shift >= 1).  Fully pipelined, ``latency(cfg)`` cycles (7 with ``deep_pipeline``, else 3), never stalls; ``busy`` while any beat is in
+    shift >= 1).  Fully pipelined, ``latency(cfg)`` cycles (8 with ``deep_pipeline``, else 3), never stalls; ``busy`` while any beat is in
     flight.  ``stable_bounds``: ``lo``/``hi`` do not change while a beat is in flight (SushiAccel:
     they are instruction fields, and an instruction ends only when the post-processor is idle), so
     they are used where needed instead of travelling down the pipeline."""
@@ -130,8 +130,11 @@ class Postproc(wiring.Component):
                 ok = ok & ((hi_bits == 0) | (hi_bits == (1 << len(hi_bits)) - 1))
                 t = nv
             # q = round(sat_10(t) / 2), then saturated to int8 and clamped
+            if deep:    # the shifter's output registered before the rounding adder
+                t, ok, neg = (reg(6, t, signed(len(t)), f"ts{j}"), reg(6, ok, 1, f"ok_{j}"),
+                              reg(6, neg, 1, f"neg_{j}"))
             qv = (Mux(ok, t, Mux(neg, -512, 511)) + 1) >> 1
-            q = reg(6, qv, signed(10), f"q{j}") if deep else Signal(signed(10), name=f"q{j}")
+            q = reg(7, qv, signed(10), f"q{j}") if deep else Signal(signed(10), name=f"q{j}")
             if not deep:
                 m.d.comb += q.eq(qv)
             top = q[7:]

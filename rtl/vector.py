@@ -118,6 +118,10 @@ class VectorUnit(wiring.Component):
         # read addresses kept beside the counters (cycle-neutral): a_ptr = a_addr + i (LUT: in_addr + i),
         # b_ptr = b_addr + (MUL: cc, ADD: i)
         a_ptr, b_ptr = Signal(16), Signal(16)
+        # with the timing registers the read address itself is a register (raddr, kept as the
+        # address of the next read: b_ptr after an ``a`` read, a_ptr + 1 after a ``b`` or LUT read)
+        regs = timing_regs(platform)
+        raddr = Signal(16)
         if AM:
             arun = Signal()
             cc = Signal(10)
@@ -129,17 +133,25 @@ class VectorUnit(wiring.Component):
             xr = [Signal(signed(25), name=f"xr{j}") for j in range(V)]
             xtag = Signal(16)
             aend = Signal()
-            mul_end = (pp_ == fm["n_pix"]) | (fm["c_w"] == 0)
-            add_end = i == fa["n_words"]
-            m.d.comb += aend.eq(Mux(is_mul, mul_end, add_end) if ADD and MUL else (add_end if ADD else mul_end))
+            cw_last = stable_copy(m, (fm["c_w"] - 1)[:10], regs, "cw_last")   # c_w - 1
+            # aend is a register: the counters only move on a ``b`` read, so the ``a`` read before
+            # it decides (into pre_end, wrap) whether that step ends the run / wraps c
+            pre_end, wrap = Signal(), Signal()
+
+            def sel(mul, add):
+                return Mux(is_mul, mul, add) if ADD and MUL else (add if ADD else mul)
             aissue = arun & ~aend
             m.d.sync += [aen1.eq(aissue), aph1.eq(ph), atag1.eq(fa["out_addr"] + i)]
             with m.If(aissue):
                 m.d.sync += ph.eq(~ph)
+                with m.If(~ph):
+                    m.d.sync += [wrap.eq(cc == cw_last), raddr.eq(b_ptr),
+                                 pre_end.eq(sel((cc == cw_last) & (pp_ + 1 == fm["n_pix"]), i + 1 == fa["n_words"]))]
                 with m.If(ph):
-                    m.d.sync += [i.eq(i + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + 1)]
+                    m.d.sync += [i.eq(i + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + 1), raddr.eq(a_ptr + 1),
+                                 aend.eq(pre_end)]
                     if MUL:
-                        with m.If(cc == fm["c_w"] - 1):
+                        with m.If(wrap):
                             m.d.sync += [cc.eq(0), pp_.eq(pp_ + 1)]
                             with m.If(is_mul):
                                 m.d.sync += b_ptr.eq(fm["b_addr"])
@@ -157,20 +169,33 @@ class VectorUnit(wiring.Component):
             # one 8 x 16 multiplier per lane, shared by the two phases: the a word (phase 0) gives
             # a*mult_a (ADD; MUL keeps a itself, ``ma``); the b word (phase 1) gives b*mult_b, added
             # (ADD), or b*(a mod 2**16) whose low 16 bits are the exact int16 product a*b (MUL)
+            # with the timing registers the operand y is a register, loaded a cycle ahead (an
+            # ``a`` word is always followed by its ``b`` word: y for the b word is the a word
+            # read this cycle, MUL)
             areg = [Signal(signed(25), name=f"areg{j}") for j in range(V)]
             for j in range(V):
                 y = Signal(16, name=f"vmy{j}")
                 prod = Signal(signed(25), name=f"vmp{j}")
                 ma = Signal(16, name=f"ma{j}")
-                if MUL:
-                    with m.If(aen2 & ~aph2):
-                        m.d.sync += ma.eq(lane(rd2, j))         # sign-extended to 16 bits
-                if ADD and MUL:
-                    m.d.comb += y.eq(Mux(aph2, Mux(is_mul, ma, fa["mult_b"]), fa["mult_a"]))
-                elif ADD:
-                    m.d.comb += y.eq(Mux(aph2, fa["mult_b"], fa["mult_a"]))
+                if regs:
+                    a_now = lane(rd2, j)            # the a word (sign-extended to 16 bits)
+                    if ADD and MUL:
+                        y_next = Mux(aph1, Mux(is_mul, a_now, fa["mult_b"]), fa["mult_a"])
+                    elif ADD:
+                        y_next = Mux(aph1, fa["mult_b"], fa["mult_a"])
+                    else:
+                        y_next = Mux(aph1, a_now, 1)
+                    m.d.sync += y.eq(y_next)
                 else:
-                    m.d.comb += y.eq(Mux(aph2, ma, 1))
+                    if MUL:
+                        with m.If(aen2 & ~aph2):
+                            m.d.sync += ma.eq(lane(rd2, j))         # sign-extended to 16 bits
+                    if ADD and MUL:
+                        m.d.comb += y.eq(Mux(aph2, Mux(is_mul, ma, fa["mult_b"]), fa["mult_a"]))
+                    elif ADD:
+                        m.d.comb += y.eq(Mux(aph2, fa["mult_b"], fa["mult_a"]))
+                    else:
+                        m.d.comb += y.eq(Mux(aph2, ma, 1))
                 with m.If(aen2):
                     m.d.sync += prod.eq(lane(rd2, j) * y)
                 with m.If(aen3 & ~aph3):
@@ -214,7 +239,7 @@ class VectorUnit(wiring.Component):
             for j in range(V):
                 m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(self.buf_rdata[8 * j:8 * j + lb])
             with m.If(lissue):
-                m.d.sync += [li.eq(li + 1), a_ptr.eq(a_ptr + 1)]
+                m.d.sync += [li.eq(li + 1), a_ptr.eq(a_ptr + 1), raddr.eq(a_ptr + 1)]
             beats.append((is_lut, len2, ltag2, -128, 127,
                           [(tab_r[j].data.word_select(lsel2[lb * j:lb * (j + 1)], 8).as_signed(), 1, 0)
                            for j in range(V)]))
@@ -225,6 +250,8 @@ class VectorUnit(wiring.Component):
         addr = a_ptr                                                       # LUT in_addr == a_addr
         if AM:
             addr = Mux(ph & ~is_lut, b_ptr, addr)
+        if regs and (AM or LUT):
+            addr = raddr
         if POOL:
             addr = Mux(is_pool, win.addr, addr) if (AM or LUT) else win.addr
         m.d.comb += [self.buf_ren.eq(1), self.buf_raddr.eq(addr), self.pp.bias.eq(0)]
@@ -244,12 +271,13 @@ class VectorUnit(wiring.Component):
                     m.next = "POOL"
 
                 def go_lut():
-                    m.d.sync += [tk.eq(0), li.eq(0), a_ptr.eq(fl["in_addr"])]
+                    m.d.sync += [tk.eq(0), li.eq(0), a_ptr.eq(fl["in_addr"]), raddr.eq(fl["in_addr"])]
                     m.next = "LCMD"
 
                 def go_add():
                     m.d.sync += [i.eq(0), ph.eq(0), cc.eq(0), pp_.eq(0), a_ptr.eq(fa["a_addr"]),
-                                 b_ptr.eq(fa["b_addr"])]
+                                 aend.eq(sel((fm["n_pix"] == 0) | (fm["c_w"] == 0), fa["n_words"] == 0)),
+                                 b_ptr.eq(fa["b_addr"]), raddr.eq(fa["a_addr"])]
                     m.next = "ADD"
                 with m.If(self.start):
                     _chain(m, [(is_pool, go_pool)] * POOL + [(is_lut, go_lut)] * LUT + [(None, go_add)] * AM)

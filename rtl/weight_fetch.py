@@ -178,6 +178,22 @@ class WeightFetch(wiring.Component):
             run_any, run_full = run_len != 0, run_len == max_run
             row_hit, col_hit = e_ok & (ri < e_rows), c < e_cres
 
+        # cur == run_next (the tile to take continues the DRAM run), a flag too: after a missed
+        # tile is taken run_next = cur + 1 and the next cur is cur + 1 (c steps), colb + tile_skx
+        # (kx steps, c was lc1) or rowb + tile_sky (ky steps, kx was lb1, c lc1): as cur = colb + c
+        # and colb = rowb + kx*tile_skx, those two are contiguous iff tile_skx == lc1 + 1 and
+        # tile_sky == lb1*tile_skx + lc1 + 1, per-instruction constants (registered in three
+        # steps; the instruction is stable from three cycles before ``start``, GEN comes two after)
+        if regs:
+            same = Signal()
+            kx_contig, ky_contig = Signal(), Signal()
+            skx_lb1 = Signal(TB)
+            m.d.sync += [skx_lb1.eq(lb1 * f["tile_skx"]),
+                         kx_contig.eq(f["tile_skx"][:TB] == (lc1 + 1)[:TB]),
+                         ky_contig.eq(f["tile_sky"][:TB] == (skx_lb1 + lc1 + 1)[:TB])]
+        else:
+            same = cur == run_next
+
         def upd(*stmts):        # updates of the registered forms
             return list(stmts) if regs else []
         hit = Signal()
@@ -212,7 +228,7 @@ class WeightFetch(wiring.Component):
                         m.next = "ISSUE"
                     with m.Else():
                         m.next = "PCMD"
-                with m.Elif(run_any & (hit | (cur != run_next) | run_full)):
+                with m.Elif(run_any & (hit | ~same | run_full)):
                     m.next = "ISSUE"
                 with m.Else():
                     # take this tile: a hit is copied from the PB now, a miss joins the DRAM run
@@ -225,7 +241,8 @@ class WeightFetch(wiring.Component):
                         with m.Else():
                             m.d.sync += upd(run_next.eq(run_next + 1))
                         m.d.sync += [run_len.eq(run_len + 1),
-                                     *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run))]
+                                     *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run),
+                                          same.eq(~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig)))]
                     with m.If(~c_last):
                         m.d.sync += [c.eq(c + 1), *upd(cur.eq(cur + 1), c_last.eq(c + 1 == lc1),
                                                         col_hit.eq(c + 1 < e_cres))]
