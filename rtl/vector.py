@@ -224,6 +224,13 @@ class VectorUnit(wiring.Component):
             len1, len2 = Signal(), Signal()
             ltag1, ltag2 = Signal(16), Signal(16)
             lsel2 = Signal(lb * V)
+            # deep_pipeline: the read word registered before it addresses the tables (one more
+            # cycle per LUT instruction; else block RAM output -> table address in one cycle)
+            if cfg.deep_pipeline:
+                lin = Signal(8 * V)
+                m.d.sync += lin.eq(self.buf_rdata)
+            else:
+                lin = self.buf_rdata
             tab_r = []
             for j in range(V):
                 mem = Memory(shape=8 * V, depth=LW, init=[])
@@ -232,12 +239,18 @@ class VectorUnit(wiring.Component):
                 rp = mem.read_port()
                 m.d.comb += [wp.addr.eq(tk), wp.data.eq(self.rd_data.data),
                              wp.en.eq(is_lut & self.rd_data.valid & self.rd_data.ready),
-                             rp.addr.eq(self.buf_rdata[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
+                             rp.addr.eq(lin[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
                 tab_r.append(rp)
             lissue = lrun & (li != fl["n_words"])
-            m.d.sync += [len1.eq(lissue), ltag1.eq(fl["out_addr"] + li), len2.eq(len1), ltag2.eq(ltag1)]
+            len0, ltag0 = Signal(), Signal(16)
+            m.d.sync += [len0.eq(lissue), ltag0.eq(fl["out_addr"] + li)]
+            if cfg.deep_pipeline:
+                m.d.sync += [len1.eq(len0), ltag1.eq(ltag0)]
+            else:
+                m.d.comb += [len1.eq(len0), ltag1.eq(ltag0)]
+            m.d.sync += [len2.eq(len1), ltag2.eq(ltag1)]
             for j in range(V):
-                m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(self.buf_rdata[8 * j:8 * j + lb])
+                m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(lin[8 * j:8 * j + lb])
             with m.If(lissue):
                 m.d.sync += [li.eq(li + 1), a_ptr.eq(a_ptr + 1), raddr.eq(a_ptr + 1)]
             beats.append((is_lut, len2, ltag2, -128, 127,
@@ -309,7 +322,7 @@ class VectorUnit(wiring.Component):
                 with m.State("LUT"):
                     m.d.comb += lrun.eq(1)
                     with m.If(li == fl["n_words"]):
-                        m.d.sync += wait.eq(5)
+                        m.d.sync += wait.eq(5 + int(cfg.deep_pipeline))
                         m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += wait.eq(wait - 1)

@@ -241,8 +241,9 @@ class WeightFetch(wiring.Component):
                         with m.Else():
                             m.d.sync += upd(run_next.eq(run_next + 1))
                         m.d.sync += [run_len.eq(run_len + 1),
-                                     *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run),
-                                          same.eq(~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig)))]
+                                     *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run))]
+                        if regs:
+                            m.d.sync += same.eq(~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig))
                     with m.If(~c_last):
                         m.d.sync += [c.eq(c + 1), *upd(cur.eq(cur + 1), c_last.eq(c + 1 == lc1),
                                                         col_hit.eq(c + 1 < e_cres))]

@@ -301,9 +301,10 @@ class _Machine:
         st.w_rd_bytes = isa.LUT_BYTES
         st.sram_wr_bytes = isa.LUT_BYTES * V + n * V  # V lane copies of the table; the results
         st.sram_rd_bytes = n * V + n * V * V          # inputs; one V-byte table word per lane
+        deep = int(self.cfg.deep_pipeline)            # the read word registered (deep) before the tables
         if n:                                         # lookups c .. c+n-1, table read, beat
-            self.pp_last = c + n + 1
-        return c + n + 6                              # n lookups, FLUSH wait 5..0
+            self.pp_last = c + n + 1 + deep
+        return c + n + 6 + deep                       # n lookups, FLUSH wait 5(+deep)..0
 
     # ---- LOADSG (rtl/weight_fetch.py SG_ISSUE / SG_DATA / SG_SET)
     def _loadsg(self, ins, d, st):
