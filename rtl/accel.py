@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import VECTOR_OPS, AccelConfig
 from sushi.isa import Op
 
-from .bus import CmdSignature, CsrSignature, DataSignature, instr_fields, stable_copy, timing_regs
+from .bus import BUFFER_ATTRS, CmdSignature, CsrSignature, DataSignature, instr_fields, stable_copy, timing_regs
 from .conv import ConvEngine
 from .csr import COUNTERS, CsrBlock
 from .dma import Dma, ReadMux
@@ -150,7 +150,7 @@ class SushiAccel(wiring.Component):
                      wf.p_raddr.eq(conv.p_raddr), conv.p_rdata.eq(wf.p_rdata)]
 
         # activation buffer: one synchronous read port, one write port
-        abuf = Memory(shape=8 * cfg.pe_cols, depth=cfg.act_buf_words, init=[])
+        abuf = Memory(shape=8 * cfg.pe_cols, depth=cfg.act_buf_words, init=[], attrs=BUFFER_ATTRS)
         m.submodules.abuf = abuf
         rp = abuf.read_port()
         wp = abuf.write_port()
@@ -161,9 +161,12 @@ class SushiAccel(wiring.Component):
             wiring.connect(m, vec.pp, pp.i)
         with m.Else():
             wiring.connect(m, conv.pp, pp.i)
-        m.d.comb += [wp.en.eq(dma.buf_we | pp.o_valid),
-                     wp.addr.eq(Mux(dma.buf_we, dma.buf_waddr, pp.o_tag)),
-                     wp.data.eq(Mux(dma.buf_we, dma.buf_wdata, pp.o_data))]
+        # the write port: with the timing registers a cycle late (no unit reads a word it wrote in
+        # the same instruction, and the next instruction starts cycles after the last write)
+        wdom = m.d.sync if regs else m.d.comb
+        wdom += [wp.en.eq(dma.buf_we | pp.o_valid),
+                 wp.addr.eq(Mux(dma.buf_we, dma.buf_waddr, pp.o_tag)),
+                 wp.data.eq(Mux(dma.buf_we, dma.buf_wdata, pp.o_data))]
 
         # counters
         src = {"cycles": seq.busy, "w_rd": wf.inc_w_rd | vec.inc_w_rd, "act_rd": dma.inc_act_rd,

@@ -83,3 +83,11 @@ def stable_copy(m, value, regs: bool, name: str):
     r = Signal.like(value, name=name)
     m.d.sync += r.eq(value)
     return r
+
+
+#: attributes of the accelerator's buffers: no unit reads a word in the cycle it is written (the
+#: double-buffered halves, the tables filled before use, instructions that never read their own
+#: output), so synthesis may leave out the read-during-write bypass logic it would otherwise add
+#: around a block RAM whose two ports do not define that case
+BUFFER_ATTRS = {"no_rw_check": 1}
+

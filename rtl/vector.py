@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import LUT_BYTES, Op
 
-from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields, stable_copy, timing_regs
+from .bus import BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, instr_fields, stable_copy, timing_regs
 from .postproc import PostprocSignature
 from .window import WindowSignature
 
@@ -55,12 +55,12 @@ class VectorUnit(wiring.Component):
         # the operations built in (AccelConfig.op_*); the unit is only started with one of them
         PMAX, PAVG, ADD, MUL, LUT = cfg.op_maxpool, cfg.op_avgpool, cfg.op_add, cfg.op_mul, cfg.op_lut
         POOL, AM = PMAX or PAVG, ADD or MUL
-        # the opcode decode from a registered copy (the instruction is stable from two cycles
-        # before ``start``)
-        opc = stable_copy(m, self.instr[:8], timing_regs(platform), "opc_r")
-        is_pool = (opc == Op.POOL) if POOL else Const(0)
-        is_mul = (opc == Op.MUL) if MUL else Const(0)
-        is_lut = (opc == Op.LUT) if LUT else Const(0)
+        # the opcode decode registered (the instruction is stable from two cycles before ``start``)
+        regs = timing_regs(platform)
+        opc = self.instr[:8]
+        is_pool = stable_copy(m, opc == Op.POOL, regs, "is_pool") if POOL else Const(0)
+        is_mul = stable_copy(m, opc == Op.MUL, regs, "is_mul") if MUL else Const(0)
+        is_lut = stable_copy(m, opc == Op.LUT, regs, "is_lut") if LUT else Const(0)
         fp = instr_fields(self.instr, Op.POOL)
         fa = instr_fields(self.instr, Op.ADD)
         fm = instr_fields(self.instr, Op.MUL)
@@ -120,7 +120,6 @@ class VectorUnit(wiring.Component):
         a_ptr, b_ptr = Signal(16), Signal(16)
         # with the timing registers the read address itself is a register (raddr, kept as the
         # address of the next read: b_ptr after an ``a`` read, a_ptr + 1 after a ``b`` or LUT read)
-        regs = timing_regs(platform)
         raddr = Signal(16)
         if AM:
             arun = Signal()
@@ -134,6 +133,8 @@ class VectorUnit(wiring.Component):
             xtag = Signal(16)
             aend = Signal()
             cw_last = stable_copy(m, (fm["c_w"] - 1)[:10], regs, "cw_last")   # c_w - 1
+            npix_last = stable_copy(m, (fm["n_pix"] - 1)[:20], regs, "npix_last")
+            nw_last = stable_copy(m, (fa["n_words"] - 1)[:20], regs, "nw_last")
             # aend is a register: the counters only move on a ``b`` read, so the ``a`` read before
             # it decides (into pre_end, wrap) whether that step ends the run / wraps c
             pre_end, wrap = Signal(), Signal()
@@ -146,7 +147,7 @@ class VectorUnit(wiring.Component):
                 m.d.sync += ph.eq(~ph)
                 with m.If(~ph):
                     m.d.sync += [wrap.eq(cc == cw_last), raddr.eq(b_ptr),
-                                 pre_end.eq(sel((cc == cw_last) & (pp_ + 1 == fm["n_pix"]), i + 1 == fa["n_words"]))]
+                                 pre_end.eq(sel((cc == cw_last) & (pp_ == npix_last), i == nw_last))]
                 with m.If(ph):
                     m.d.sync += [i.eq(i + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + 1), raddr.eq(a_ptr + 1),
                                  aend.eq(pre_end)]
@@ -233,7 +234,7 @@ class VectorUnit(wiring.Component):
                 lin = self.buf_rdata
             tab_r = []
             for j in range(V):
-                mem = Memory(shape=8 * V, depth=LW, init=[])
+                mem = Memory(shape=8 * V, depth=LW, init=[], attrs=BUFFER_ATTRS)
                 m.submodules[f"lut{j}"] = mem
                 wp = mem.write_port()
                 rp = mem.read_port()
@@ -241,7 +242,9 @@ class VectorUnit(wiring.Component):
                              wp.en.eq(is_lut & self.rd_data.valid & self.rd_data.ready),
                              rp.addr.eq(lin[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
                 tab_r.append(rp)
-            lissue = lrun & (li != fl["n_words"])
+            lend = Signal()             # li == n_words, kept as a flag
+            lw_last = stable_copy(m, (fl["n_words"] - 1)[:20], regs, "lw_last")
+            lissue = lrun & ~lend
             len0, ltag0 = Signal(), Signal(16)
             m.d.sync += [len0.eq(lissue), ltag0.eq(fl["out_addr"] + li)]
             if cfg.deep_pipeline:
@@ -252,7 +255,7 @@ class VectorUnit(wiring.Component):
             for j in range(V):
                 m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(lin[8 * j:8 * j + lb])
             with m.If(lissue):
-                m.d.sync += [li.eq(li + 1), a_ptr.eq(a_ptr + 1), raddr.eq(a_ptr + 1)]
+                m.d.sync += [li.eq(li + 1), a_ptr.eq(a_ptr + 1), raddr.eq(a_ptr + 1), lend.eq(li == lw_last)]
             beats.append((is_lut, len2, ltag2, -128, 127,
                           [(tab_r[j].data.word_select(lsel2[lb * j:lb * (j + 1)], 8).as_signed(), 1, 0)
                            for j in range(V)]))
@@ -284,7 +287,8 @@ class VectorUnit(wiring.Component):
                     m.next = "POOL"
 
                 def go_lut():
-                    m.d.sync += [tk.eq(0), li.eq(0), a_ptr.eq(fl["in_addr"]), raddr.eq(fl["in_addr"])]
+                    m.d.sync += [tk.eq(0), li.eq(0), a_ptr.eq(fl["in_addr"]), raddr.eq(fl["in_addr"]),
+                                 lend.eq(fl["n_words"] == 0)]
                     m.next = "LCMD"
 
                 def go_add():
@@ -321,7 +325,7 @@ class VectorUnit(wiring.Component):
                             m.next = "LUT"
                 with m.State("LUT"):
                     m.d.comb += lrun.eq(1)
-                    with m.If(li == fl["n_words"]):
+                    with m.If(lend):
                         m.d.sync += wait.eq(5 + int(cfg.deep_pipeline))
                         m.next = "FLUSH"
             with m.State("FLUSH"):

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op, PARAM_BYTES
 
-from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields, timing_regs
+from .bus import BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, instr_fields, timing_regs
 
 __all__ = ["WeightFetch"]
 
@@ -66,13 +66,13 @@ class WeightFetch(wiring.Component):
         # weight buffer
         wport = []
         for r in range(R):
-            mem = Memory(shape=8 * V, depth=2 * WT, init=[])
+            mem = Memory(shape=8 * V, depth=2 * WT, init=[], attrs=BUFFER_ATTRS)
             m.submodules[f"wmem{r}"] = mem
             rp = mem.read_port()
             wp = mem.write_port()
             m.d.comb += [rp.addr.eq(self.w_raddr), self.w_rdata[8 * V * r:8 * V * (r + 1)].eq(rp.data)]
             wport.append(wp)
-        pmem = Memory(shape=64 * V, depth=2 * RW, init=[])
+        pmem = Memory(shape=64 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
         m.submodules.pmem = pmem
         prp = pmem.read_port()
         pwp = pmem.write_port(granularity=8 * V)
@@ -93,7 +93,7 @@ class WeightFetch(wiring.Component):
         pb_slot = Signal(SB)
         if PBT:
             NE = cfg.res_entries
-            tmem = Memory(shape=32 + SB, depth=NE, init=[])
+            tmem = Memory(shape=32 + SB, depth=NE, init=[], attrs=BUFFER_ATTRS)
             m.submodules.restab = tmem
             trp = tmem.read_port()
             twp = tmem.write_port()
@@ -108,7 +108,7 @@ class WeightFetch(wiring.Component):
             with m.If(res_set):
                 m.d.sync += valid.bit_select(fkey, 1).eq((fr["rows"] != 0) & (fr["c_res"] != 0))
             for r in range(R):
-                mem = Memory(shape=8 * V, depth=PBT, init=[])
+                mem = Memory(shape=8 * V, depth=PBT, init=[], attrs=BUFFER_ATTRS)
                 m.submodules[f"pbmem{r}"] = mem
                 pb_r.append(mem.read_port())
                 pb_w.append(mem.write_port())

@@ -110,9 +110,17 @@ class WindowGen(wiring.Component):
             n = next(b[2] for b in bounds if b[0] is flag)
             return [flag.eq(n == 1)] if regs else []
 
+        # n - 2 registered (from the registered configuration: ready from the cycle after
+        # ``start``, first used once ``valid`` rises): the step compares are x == n - 2
+        nm2 = {}
+        if regs:
+            for f, (x, n) in zip(flags, pairs):
+                nm2[id(f)] = Signal(len(x), name=f"{f.name}_n2")
+                m.d.sync += nm2[id(f)].eq(n - 2)
+
         def step(flag):         # the counter goes to x + 1
             _, x, n = next(b for b in bounds if b[0] is flag)
-            return [flag.eq(x + 2 == n)] if regs else []
+            return [flag.eq(x == nm2[id(flag)])] if regs else []
         # with the timing registers the step's address is a register too (kbase + c kept beside
         # kbase and c: the activation buffer's address port starts at a flip-flop)
         addr_r = Signal(A)
