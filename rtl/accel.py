@@ -99,8 +99,10 @@ class SushiAccel(wiring.Component):
         is_vec_r = stable_copy(m, is_vec, regs, "is_vec_r")
         is_pool_r = stable_copy(m, is_pool, regs, "is_pool_r")
         is_dma_r = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), regs, "is_dma_r")
-        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, Mux(op == Op.LOAD, 1,
-                                                          Mux((op == Op.LUT) & cfg.op_lut, 3, 2))))
+        is_conv_r = stable_copy(m, op == Op.CONV, regs, "is_conv_r")
+        is_wf_r = stable_copy(m, (op == Op.CONV) | (op == Op.LOADSG) | (op == Op.SETRES), regs, "is_wf_r")
+        unit_rd = Mux(op == Op.LOAD, 1, Mux((op == Op.LUT) & cfg.op_lut, 3, 2))
+        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, stable_copy(m, unit_rd, timing_regs(platform), "unit_rd_r")))
         # an instruction needing a vector operation this configuration leaves out: error 2
         # (unsupported instruction); no unit starts from then on, the sequencer runs on to HALT
         go = Signal()
@@ -118,11 +120,9 @@ class SushiAccel(wiring.Component):
         # dispatch
         for u in (dma, conv, vec, wf):
             m.d.comb += u.instr.eq(seq.instr)
-        m.d.comb += [dma.start.eq(go & ((op == Op.LOAD) | (op == Op.STORE))),
-                     conv.start.eq(go & (op == Op.CONV)),
-                     wf.start.eq(go & ((op == Op.CONV) | (op == Op.LOADSG) | (op == Op.SETRES))),
+        m.d.comb += [dma.start.eq(go & is_dma_r), conv.start.eq(go & is_conv_r), wf.start.eq(go & is_wf_r),
                      wf.pb_on.eq(seq.pb_on), wf.pb_key.eq(seq.pb_key),
-                     vec.start.eq(go & is_vec)]
+                     vec.start.eq(go & is_vec_r)]
         fin = Signal()
         with m.If(seq.exec_start):
             m.d.sync += fin.eq(~go)         # a skipped instruction ends at once

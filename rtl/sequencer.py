@@ -55,6 +55,7 @@ class Sequencer(wiring.Component):
         c_res_n = Signal(32)
         c_empty = Signal()
         r_bad, r_halt, r_key, r_ok = Signal(), Signal(), Signal(), Signal()
+        r_go = Signal()         # deep_pipeline: DECODE starts a unit (exec_start from one flip-flop)
         check1 = [c_sg.eq(op == Op.LOADSG), c_sr.eq(op == Op.SETRES), c_key.eq(op == Op.PBKEY),
                   c_on.eq(fk["on"]), c_key_bad.eq(fk["key"] >= cfg.res_entries),
                   c_sr_key.eq(fr["key"] >= cfg.res_entries), c_slot.eq(fr["pb_slot"])]
@@ -115,10 +116,12 @@ class Sequencer(wiring.Component):
                     m.next = "DECODE"
             if deep:
                 with m.State("CHECK2"):
-                    m.d.sync += r_bad.eq(pb_bad)
+                    m.d.sync += [r_bad.eq(pb_bad), r_go.eq(r_ok & ~r_halt & ~r_key & ~pb_bad)]
                     m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [self.inc_instr_rd.eq(1), self.inc_instr.eq(1)]
+                if deep:
+                    m.d.comb += self.exec_start.eq(r_go)
                 m.d.sync += pc.eq(pc + INSTR_BYTES)
                 with m.If(r_halt):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
@@ -130,7 +133,8 @@ class Sequencer(wiring.Component):
                     m.d.sync += [self.pb_on.eq(fk["on"]), self.pb_key.eq(fk["key"])]
                     m.next = "FETCH"
                 with m.Elif(r_ok):
-                    m.d.comb += self.exec_start.eq(1)
+                    if not deep:
+                        m.d.comb += self.exec_start.eq(1)
                     m.next = "EXEC"
                 with m.Else():
                     m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(1)]
