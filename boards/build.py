@@ -35,6 +35,9 @@ class Board:
     #: are small but wide): the weight fetcher's record buffer pmem (2 x 64V bits; -275 FFs, -106
     #: LUT4 on the iCE40 at the price of 8 of its 30 block RAMs)
     bram_memories: tuple = ()
+    #: extra nextpnr options (ECP5: router2, which finishes the congested 85F routing that
+    #: router1 spent over 20 minutes on without converging)
+    pnr_opts: str = ""
 
 
 BOARDS = {
@@ -45,7 +48,8 @@ BOARDS = {
                         bram_memories=("pmem",)),
     "ulx3s": Board("ulx3s", "amaranth_boards.ulx3s.ULX3S_85F_Platform", "ecp5", "ulx3s", 100.0,
                    1 << 17, resources=(("TRELLIS_COMB", "luts"), ("TRELLIS_FF", "ffs"),
-                                       ("MULT18X18D", "dsps"), ("DP16KD", "brams"))),
+                                       ("MULT18X18D", "dsps"), ("DP16KD", "brams")),
+                   pnr_opts="--router router2"),
 }
 
 
@@ -111,7 +115,7 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
     if b.family == "ecp5":
         from sim.dram_model import mem_verilog
         plat.add_file("sushi_dram_mem.v", mem_verilog())
-    nextpnr_opts = "--timing-allow-fail --report nextpnr_report.json"
+    nextpnr_opts = " ".join(filter(None, ["--timing-allow-fail --report nextpnr_report.json", b.pnr_opts]))
     kw = dict(name="sushi_soc", build_dir=str(out / "build"), do_build=False,
               nextpnr_opts=nextpnr_opts)
     if b.synth_opts:

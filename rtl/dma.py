@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op
 
-from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
+from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields, stable_copy, timing_regs
 
 __all__ = ["Dma", "ReadMux", "MAX_BURST"]
 
@@ -36,7 +36,8 @@ class Dma(wiring.Component):
         m = Module()
         V = self.cfg.pe_cols
         f = instr_fields(self.instr, Op.LOAD)   # STORE has the same layout
-        is_load = self.instr[:8] == Op.LOAD
+        regs = timing_regs(platform)
+        is_load = stable_copy(m, self.instr[:8] == Op.LOAD, regs, "is_load")
         rem = Signal(20)        # words not yet covered by a command
         # next buffer word (LOAD: to write; STORE: to read), modulo the buffer's address space
         baddr = Signal(min(16, max(1, (self.cfg.act_buf_words - 1).bit_length())))
@@ -45,29 +46,37 @@ class Dma(wiring.Component):
         cnt = Signal(range(MAX_BURST + 1))      # beats left in the current command
         issued = Signal(range(MAX_BURST + 1))   # STORE: words read for the current command
         dv = Signal()                           # STORE: read-port data is a pending beat
-        m.d.comb += chunk.eq(Mux(rem > MAX_BURST, MAX_BURST, rem))
+        # with the timing registers chunk is a register, updated beside rem
+        if regs:
+            def set_rem(v):
+                return [rem.eq(v), chunk.eq(Mux(v > MAX_BURST, MAX_BURST, v))]
+        else:
+            m.d.comb += chunk.eq(Mux(rem > MAX_BURST, MAX_BURST, rem))
+
+            def set_rem(v):
+                return [rem.eq(v)]
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [rem.eq(f["n_words"]), baddr.eq(f["buf_addr"]),
+                    m.d.sync += [*set_rem(f["n_words"]), baddr.eq(f["buf_addr"]),
                                  daddr.eq(f["dram_addr"])]
                     m.next = "CMD"
             with m.State("CMD"):
-                with m.If(rem == 0):
+                with m.If(chunk == 0):       # rem == 0
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
                 with m.Elif(is_load):
                     m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(daddr),
                                  self.rd_cmd.len.eq(chunk)]
                     with m.If(self.rd_cmd.ready):
-                        m.d.sync += [cnt.eq(chunk), rem.eq(rem - chunk), daddr.eq(daddr + chunk * V)]
+                        m.d.sync += [cnt.eq(chunk), *set_rem(rem - chunk), daddr.eq(daddr + chunk * V)]
                         m.next = "LOAD"
                 with m.Else():
                     m.d.comb += [self.wr_cmd.valid.eq(1), self.wr_cmd.addr.eq(daddr),
                                  self.wr_cmd.len.eq(chunk)]
                     with m.If(self.wr_cmd.ready):
-                        m.d.sync += [cnt.eq(chunk), rem.eq(rem - chunk), daddr.eq(daddr + chunk * V),
+                        m.d.sync += [cnt.eq(chunk), *set_rem(rem - chunk), daddr.eq(daddr + chunk * V),
                                      issued.eq(0), dv.eq(0)]
                         m.next = "STORE"
             with m.State("LOAD"):

@@ -62,7 +62,11 @@ class Sequencer(wiring.Component):
         if cfg.pb_tiles:
             check1 += [c_sg_sum_bad.eq((fs["pb_slot"] + fs["n_tiles"]) > cfg.pb_tiles),
                        c_res_n.eq(fr["rows"] * fr["c_res"])]
-            res_bad = c_sr_key | ((c_slot + c_res_n) > cfg.pb_tiles)
+            # slot + rows*c_res > pb_tiles, on K = bits(pb_tiles) bits: an operand of 2**K or more
+            # alone exceeds it
+            K = cfg.pb_tiles.bit_length()
+            res_bad = (c_sr_key | (c_slot[K:] != 0) | (c_res_n[K:] != 0)
+                       | ((c_slot[:K] + c_res_n[:K]) > cfg.pb_tiles))
         else:       # no PB: only an empty entry may be set, LOADSG of nothing
             check1 += [c_sg_sum_bad.eq((fs["pb_slot"] != 0) | (fs["n_tiles"] != 0)),
                        c_empty.eq((fr["rows"] == 0) | (fr["c_res"] == 0))]
@@ -116,12 +120,12 @@ class Sequencer(wiring.Component):
                     m.next = "DECODE"
             if deep:
                 with m.State("CHECK2"):
-                    m.d.sync += [r_bad.eq(pb_bad), r_go.eq(r_ok & ~r_halt & ~r_key & ~pb_bad)]
+                    m.d.sync += [r_bad.eq(pb_bad), r_go.eq(r_ok & ~r_halt & ~r_key)]
                     m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [self.inc_instr_rd.eq(1), self.inc_instr.eq(1)]
                 if deep:
-                    m.d.comb += self.exec_start.eq(r_go)
+                    m.d.comb += self.exec_start.eq(r_go & ~r_bad)
                 m.d.sync += pc.eq(pc + INSTR_BYTES)
                 with m.If(r_halt):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op, PARAM_BYTES
 
-from .bus import BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, instr_fields, timing_regs
+from .bus import BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, instr_fields, stable_copy, timing_regs
 
 __all__ = ["WeightFetch"]
 
@@ -81,8 +81,9 @@ class WeightFetch(wiring.Component):
         f = instr_fields(self.instr, Op.CONV)
         fs = instr_fields(self.instr, Op.LOADSG)
         fr = instr_fields(self.instr, Op.SETRES)
-        is_sg = self.instr[:8] == Op.LOADSG
-        is_sr = self.instr[:8] == Op.SETRES
+        # (registered decodes with the timing registers: the instruction is stable before start)
+        is_sg = stable_copy(m, self.instr[:8] == Op.LOADSG, timing_regs(platform), "is_sg")
+        is_sr = stable_copy(m, self.instr[:8] == Op.SETRES, timing_regs(platform), "is_sr")
 
         # Persistent Buffer and residency table (none when pb_tiles == 0)
         pb_r, pb_w = [], []
@@ -101,7 +102,10 @@ class WeightFetch(wiring.Component):
             key = self.pb_key[:max(1, (NE - 1).bit_length())] if NE > 1 else Const(0, 1)
             m.d.comb += [trp.addr.eq(key), e_rows.eq(trp.data[:16]), e_cres.eq(trp.data[16:32]),
                          e_slot.eq(trp.data[32:]),
-                         e_ok.eq(self.pb_on & valid.bit_select(key, 1))]   # key < NE: sequencer's check
+                         # key < NE: sequencer's check; registered with the timing registers (the
+                         # key, the switch and the table change in instructions before the CONV)
+                         e_ok.eq(stable_copy(m, self.pb_on & valid.bit_select(key, 1),
+                                             timing_regs(platform), "e_ok_r"))]
             fkey = fr["key"][:len(key)] if NE > 1 else Const(0, 1)
             m.d.comb += [twp.addr.eq(fkey), twp.data.eq(Cat(fr["rows"], fr["c_res"], fr["pb_slot"][:SB])),
                          twp.en.eq(res_set)]
@@ -184,7 +188,9 @@ class WeightFetch(wiring.Component):
         # and colb = rowb + kx*tile_skx, those two are contiguous iff tile_skx == lc1 + 1 and
         # tile_sky == lb1*tile_skx + lc1 + 1, per-instruction constants (registered in three
         # steps; the instruction is stable from three cycles before ``start``, GEN comes two after)
+        la2, lb2, lc2 = Signal(8), Signal(8), Signal(16)     # (registered forms) the bounds - 2
         if regs:
+            m.d.sync += [la2.eq(la1 - 1), lb2.eq(lb1 - 1), lc2.eq(lc1 - 1)]
             same = Signal()
             kx_contig, ky_contig = Signal(), Signal()
             skx_lb1 = Signal(TB)
@@ -245,7 +251,7 @@ class WeightFetch(wiring.Component):
                         if regs:
                             m.d.sync += same.eq(~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig))
                     with m.If(~c_last):
-                        m.d.sync += [c.eq(c + 1), *upd(cur.eq(cur + 1), c_last.eq(c + 1 == lc1),
+                        m.d.sync += [c.eq(c + 1), *upd(cur.eq(cur + 1), c_last.eq(c == lc2),
                                                         col_hit.eq(c + 1 < e_cres))]
                     with m.Else():
                         ri_n = Mux(ri == 0xFFFF, ri, ri + 1)                           # saturates
@@ -254,13 +260,13 @@ class WeightFetch(wiring.Component):
                                           row_hit.eq(e_ok & (ri_n < e_rows)))]
                         with m.If(~kx_last):
                             m.d.sync += [kx.eq(kx + 1), colb.eq(colb + f["tile_skx"]),
-                                         *upd(cur.eq(colb + f["tile_skx"]), kx_last.eq(kx + 1 == lb1))]
+                                         *upd(cur.eq(colb + f["tile_skx"]), kx_last.eq(kx == lb2))]
                         with m.Else():
                             m.d.sync += [kx.eq(0), *upd(kx_last.eq(lb1 == 0))]
                             with m.If(~ky_last):
                                 m.d.sync += [ky.eq(ky + 1), rowb.eq(rowb + f["tile_sky"]),
                                              colb.eq(rowb + f["tile_sky"]),
-                                             *upd(cur.eq(rowb + f["tile_sky"]), ky_last.eq(ky + 1 == la1))]
+                                             *upd(cur.eq(rowb + f["tile_sky"]), ky_last.eq(ky == la2))]
                             with m.Else():
                                 m.d.sync += gen_done.eq(1)
             with m.State("ISSUE"):
