@@ -12,7 +12,7 @@ __all__ = ["Postproc", "PostprocSignature", "latency"]
 
 def latency(cfg: AccelConfig) -> int:
     """Cycles from an input beat to its output beat."""
-    return 8 if cfg.deep_pipeline else 3
+    return 9 if cfg.deep_pipeline else 3
 
 
 class PostprocSignature(wiring.Signature):
@@ -39,7 +39,7 @@ class Postproc(wiring.Component):
 
     ``acc + bias`` wraps to int32 (the hardware's 32-bit adder, like the golden model); the
     product is exact; ``>>`` is arithmetic with round half up (``1 << (shift-1)`` added when
-    shift >= 1).  Fully pipelined, ``latency(cfg)`` cycles (8 with ``deep_pipeline``, else 3), never stalls; ``busy`` while any beat is in
+    shift >= 1).  Fully pipelined, ``latency(cfg)`` cycles (9 with ``deep_pipeline``, else 3), never stalls; ``busy`` while any beat is in
     flight.  ``stable_bounds``: ``lo``/``hi`` do not change while a beat is in flight (SushiAccel:
     they are instruction fields, and an instruction ends only when the post-processor is idle), so
     they are used where needed instead of travelling down the pipeline."""
@@ -113,15 +113,16 @@ class Postproc(wiring.Component):
             # Only sat_10(t) matters (|t| >= 512 saturates q to int8 the same way), so the shifter
             # narrows stage by stage (largest shift first): after the stage of 2**k only
             # 10 + 2**k - 1 bits are kept, and a value that no longer fits that width saturates.
-            # Deep: the shifts by 32, 16, 8 in one stage, by 4, 2, 1 in the next.
+            # Deep: the shifts by 32, 16 in one stage, by 8, 4 in the next, by 2, 1 in a third.
             t = p << 1
             sh = shs[at(4, 2)]
             ok, neg = Const(1, 1), p[-1]
             for b in (5, 4, 3, 2, 1, 0):
-                if b == 2 and deep:
-                    t, ok, neg = (reg(5, t, signed(len(t)), f"tr{j}"), reg(5, ok, 1, f"ok4_{j}"),
-                                  reg(5, neg, 1, f"neg4_{j}"))
-                    sh = shs[5]
+                if b in (3, 1) and deep:
+                    k = 5 if b == 3 else 6
+                    t, ok, neg = (reg(k, t, signed(len(t)), f"tr{k}_{j}"), reg(k, ok, 1, f"ok{k}_{j}"),
+                                  reg(k, neg, 1, f"neg{k}_{j}"))
+                    sh = shs[k]
                 wk = 10 + (1 << b) - 1
                 sv = Mux(sh[b], t >> (1 << b), t)
                 nv = Signal(signed(wk), name=f"t{6 - b}_{j}")
@@ -131,10 +132,10 @@ class Postproc(wiring.Component):
                 t = nv
             # q = round(sat_10(t) / 2), then saturated to int8 and clamped
             if deep:    # the shifter's output registered before the rounding adder
-                t, ok, neg = (reg(6, t, signed(len(t)), f"ts{j}"), reg(6, ok, 1, f"ok_{j}"),
-                              reg(6, neg, 1, f"neg_{j}"))
+                t, ok, neg = (reg(7, t, signed(len(t)), f"ts{j}"), reg(7, ok, 1, f"ok_{j}"),
+                              reg(7, neg, 1, f"neg_{j}"))
             qv = (Mux(ok, t, Mux(neg, -512, 511)) + 1) >> 1
-            q = reg(7, qv, signed(10), f"q{j}") if deep else Signal(signed(10), name=f"q{j}")
+            q = reg(8, qv, signed(10), f"q{j}") if deep else Signal(signed(10), name=f"q{j}")
             if not deep:
                 m.d.comb += q.eq(qv)
             top = q[7:]

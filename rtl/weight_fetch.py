@@ -82,8 +82,9 @@ class WeightFetch(wiring.Component):
         fs = instr_fields(self.instr, Op.LOADSG)
         fr = instr_fields(self.instr, Op.SETRES)
         # (registered decodes with the timing registers: the instruction is stable before start)
-        is_sg = stable_copy(m, self.instr[:8] == Op.LOADSG, timing_regs(platform), "is_sg")
-        is_sr = stable_copy(m, self.instr[:8] == Op.SETRES, timing_regs(platform), "is_sr")
+        regs = timing_regs(platform)
+        is_sg = stable_copy(m, self.instr[:8] == Op.LOADSG, regs, "is_sg")
+        is_sr = stable_copy(m, self.instr[:8] == Op.SETRES, regs, "is_sr")
 
         # Persistent Buffer and residency table (none when pb_tiles == 0)
         pb_r, pb_w = [], []
@@ -104,8 +105,9 @@ class WeightFetch(wiring.Component):
                          e_slot.eq(trp.data[32:]),
                          # key < NE: sequencer's check; registered with the timing registers (the
                          # key, the switch and the table change in instructions before the CONV)
-                         e_ok.eq(stable_copy(m, self.pb_on & valid.bit_select(key, 1),
-                                             timing_regs(platform), "e_ok_r"))]
+                         e_ok.eq(stable_copy(m, stable_copy(m, self.pb_on, regs, "pb_on_r")
+                                             & valid.bit_select(stable_copy(m, key, regs, "key_r"), 1),
+                                             regs, "e_ok_r"))]
             fkey = fr["key"][:len(key)] if NE > 1 else Const(0, 1)
             m.d.comb += [twp.addr.eq(fkey), twp.data.eq(Cat(fr["rows"], fr["c_res"], fr["pb_slot"][:SB])),
                          twp.en.eq(res_set)]
@@ -121,7 +123,6 @@ class WeightFetch(wiring.Component):
         # loop bounds from the instruction (with the timing registers registered every cycle: the
         # instruction is stable from two cycles before ``start``, so they are ready before GROUP;
         # no multiplier or mux of instruction fields on the GEN cycle's paths)
-        regs = timing_regs(platform)
         dom = m.d.sync if regs else m.d.comb
         dw = f["dw"]
         khkw = Signal(16)
@@ -189,8 +190,10 @@ class WeightFetch(wiring.Component):
         # tile_sky == lb1*tile_skx + lc1 + 1, per-instruction constants (registered in three
         # steps; the instruction is stable from three cycles before ``start``, GEN comes two after)
         la2, lb2, lc2 = Signal(8), Signal(8), Signal(16)     # (registered forms) the bounds - 2
+        rec_beats2 = Signal(8)
         if regs:
-            m.d.sync += [la2.eq(la1 - 1), lb2.eq(lb1 - 1), lc2.eq(lc1 - 1)]
+            m.d.sync += [la2.eq(la1 - 1), lb2.eq(lb1 - 1), lc2.eq(lc1 - 1), rec_beats2.eq(rec_beats1 - 1)]
+            pk_last = Signal()      # pk == rec_beats1, a flag
             same = Signal()
             kx_contig, ky_contig = Signal(), Signal()
             skx_lb1 = Signal(TB)
@@ -198,6 +201,7 @@ class WeightFetch(wiring.Component):
                          kx_contig.eq(f["tile_skx"][:TB] == (lc1 + 1)[:TB]),
                          ky_contig.eq(f["tile_sky"][:TB] == (skx_lb1 + lc1 + 1)[:TB])]
         else:
+            pk_last = pk == rec_beats1
             same = cur == run_next
 
         def upd(*stmts):        # updates of the registered forms
@@ -298,7 +302,7 @@ class WeightFetch(wiring.Component):
                 m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(paddr),
                              self.rd_cmd.len.eq(rec_beats1 + 1)]
                 with m.If(self.rd_cmd.ready):
-                    m.d.sync += pk.eq(0)
+                    m.d.sync += [pk.eq(0), *upd(pk_last.eq(rec_beats1 == 0))]
                     m.next = "PDATA"
             with m.State("PDATA"):
                 m.d.comb += [self.rd_data.ready.eq(1),
@@ -306,8 +310,8 @@ class WeightFetch(wiring.Component):
                              pwp.data.eq(Cat(*([self.rd_data.data] * 8)))]
                 with m.If(self.rd_data.valid):
                     m.d.comb += [self.inc_w_rd.eq(1), pwp.en.eq(Const(1, 8) << pk[:3])]
-                    m.d.sync += pk.eq(pk + 1)
-                    with m.If(pk == rec_beats1):
+                    m.d.sync += [pk.eq(pk + 1), *upd(pk_last.eq(pk == rec_beats2))]
+                    with m.If(pk_last):
                         m.d.sync += [self.full.bit_select(h, 1).eq(1), h.eq(~h), g.eq(g + 1),
                                      gbase.eq(gbase + f["tile_sg"]), paddr.eq(paddr + rec_stride)]
                         m.next = "GROUP"
