@@ -120,8 +120,13 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
               nextpnr_opts=nextpnr_opts)
     if b.synth_opts:
         kw["synth_opts"] = b.synth_opts
-    if b.bram_memories:
-        kw["script_after_read"] = "\n".join(f'setattr -set ram_style "block" */{n}' for n in b.bram_memories)
+    # the accelerator's buffers (rtl.bus.BUFFER_ATTRS: never read and written at one address in
+    # one cycle, one read and one write port each): the read-during-write result is left
+    # undefined, so yosys adds no bypass flip-flops and compare logic behind their block RAMs
+    after_read = ["proc", "memory_collect",
+                  "setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 a:no_rw_check %i"]
+    after_read += [f'setattr -set ram_style "block" */{n}' for n in b.bram_memories]
+    kw["script_after_read"] = "\n".join(after_read)
     say(f"elaborating SushiSoC ({cfg.name}) for {b.name}")
     plan = plat.build(top, **kw)
     steps["elaborate_s"] = round(time.perf_counter() - t0, 2)
