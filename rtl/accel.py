@@ -102,7 +102,7 @@ class SushiAccel(wiring.Component):
         is_conv_r = stable_copy(m, op == Op.CONV, regs, "is_conv_r")
         is_wf_r = stable_copy(m, (op == Op.CONV) | (op == Op.LOADSG) | (op == Op.SETRES), regs, "is_wf_r")
         unit_rd = Mux(op == Op.LOAD, 1, Mux((op == Op.LUT) & cfg.op_lut, 3, 2))
-        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, stable_copy(m, unit_rd, timing_regs(platform), "unit_rd_r")))
+        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, stable_copy(m, unit_rd, regs, "unit_rd_r")))
         # an instruction needing a vector operation this configuration leaves out: error 2
         # (unsupported instruction); no unit starts from then on, the sequencer runs on to HALT
         go = Signal()

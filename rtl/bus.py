@@ -90,4 +90,3 @@ def stable_copy(m, value, regs: bool, name: str):
 #: output), so synthesis may leave out the read-during-write bypass logic it would otherwise add
 #: around a block RAM whose two ports do not define that case
 BUFFER_ATTRS = {"no_rw_check": 1}
-

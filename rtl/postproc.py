@@ -39,8 +39,8 @@ class Postproc(wiring.Component):
 
     ``acc + bias`` wraps to int32 (the hardware's 32-bit adder, like the golden model); the
     product is exact; ``>>`` is arithmetic with round half up (``1 << (shift-1)`` added when
-    shift >= 1).  Fully pipelined, ``latency(cfg)`` cycles (9 with ``deep_pipeline``, else 3), never stalls; ``busy`` while any beat is in
-    flight.  ``stable_bounds``: ``lo``/``hi`` do not change while a beat is in flight (SushiAccel:
+    shift >= 1).  Fully pipelined, ``latency(cfg)`` cycles (9 with ``deep_pipeline``, else 3),
+    never stalls; ``busy`` while any beat is in flight.  ``stable_bounds``: ``lo``/``hi`` do not change while a beat is in flight (SushiAccel:
     they are instruction fields, and an instruction ends only when the post-processor is idle), so
     they are used where needed instead of travelling down the pipeline."""
 

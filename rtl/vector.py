@@ -177,7 +177,6 @@ class VectorUnit(wiring.Component):
             for j in range(V):
                 y = Signal(16, name=f"vmy{j}")
                 prod = Signal(signed(25), name=f"vmp{j}")
-                ma = Signal(16, name=f"ma{j}")
                 if regs:
                     a_now = lane(rd2, j)            # the a word (sign-extended to 16 bits)
                     if ADD and MUL:
@@ -188,6 +187,7 @@ class VectorUnit(wiring.Component):
                         y_next = Mux(aph1, a_now, 1)
                     m.d.sync += y.eq(y_next)
                 else:
+                    ma = Signal(16, name=f"ma{j}")      # the a word, MUL
                     if MUL:
                         with m.If(aen2 & ~aph2):
                             m.d.sync += ma.eq(lane(rd2, j))         # sign-extended to 16 bits

@@ -168,23 +168,23 @@ class WeightFetch(wiring.Component):
         with m.If(self.release):
             m.d.sync += self.full.bit_select(self.release_half, 1).eq(0)
 
-        # GEN's decisions come from flags kept one step ahead (the next tile id ``cur``, the end of
-        # the current run ``run_next``, the loop-end, run and residency compares): each is
+        # GEN's decisions come from flags kept one step ahead (the next tile id ``cur``, whether it
+        # continues the current DRAM run ``same``, the loop-end, run and residency compares): each is
         # computed beside the update that changes its inputs, not after it
         # (with the timing registers; on small FPGAs the same values as compares, fewer cells)
         if regs:
-            cur, run_next = Signal(TB), Signal(TB)
+            cur = Signal(TB)
             c_last, kx_last, ky_last = Signal(), Signal(), Signal()
             run_any, run_full = Signal(), Signal()
             row_hit, col_hit = Signal(), Signal()
         else:
-            cur, run_next = (colb + c)[:TB], (run_start + run_len)[:TB]
+            cur = (colb + c)[:TB]
             c_last, kx_last, ky_last = c == lc1, kx == lb1, ky == la1
             run_any, run_full = run_len != 0, run_len == max_run
             row_hit, col_hit = e_ok & (ri < e_rows), c < e_cres
 
-        # cur == run_next (the tile to take continues the DRAM run), a flag too: after a missed
-        # tile is taken run_next = cur + 1 and the next cur is cur + 1 (c steps), colb + tile_skx
+        # same: cur == run_start + run_len (the tile to take continues the DRAM run); after a
+        # missed tile is taken the run ends at cur + 1 and the next cur is cur + 1 (c steps), colb + tile_skx
         # (kx steps, c was lc1) or rowb + tile_sky (ky steps, kx was lb1, c lc1): as cur = colb + c
         # and colb = rowb + kx*tile_skx, those two are contiguous iff tile_skx == lc1 + 1 and
         # tile_sky == lb1*tile_skx + lc1 + 1, per-instruction constants (registered in three
@@ -202,7 +202,7 @@ class WeightFetch(wiring.Component):
                          ky_contig.eq(f["tile_sky"][:TB] == (skx_lb1 + lc1 + 1)[:TB])]
         else:
             pk_last = pk == rec_beats1
-            same = cur == run_next
+            same = cur == (run_start + run_len)[:TB]
 
         def upd(*stmts):        # updates of the registered forms
             return list(stmts) if regs else []
@@ -247,9 +247,7 @@ class WeightFetch(wiring.Component):
                         m.d.sync += [cp_v.eq(1), cp_dst.eq(Mux(h, WT, 0) + tloc), tloc.eq(tloc + 1)]
                     with m.Else():
                         with m.If(~run_any):
-                            m.d.sync += [run_start.eq(cur), *upd(run_next.eq(cur + 1))]
-                        with m.Else():
-                            m.d.sync += upd(run_next.eq(run_next + 1))
+                            m.d.sync += run_start.eq(cur)
                         m.d.sync += [run_len.eq(run_len + 1),
                                      *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run))]
                         if regs:

@@ -124,6 +124,9 @@ class WindowGen(wiring.Component):
         # with the timing registers the step's address is a register too (kbase + c kept beside
         # kbase and c: the activation buffer's address port starts at a flip-flop)
         addr_r = Signal(A)
+
+        def kb(v):              # kbase (and the address register, where c goes to 0) set to v
+            return [kbase.eq(v), addr_r.eq(v)] if regs else [kbase.eq(v)]
         m.d.comb += [
             self.addr.eq(addr_r if regs else (ioff[:A] + kbase + cc + c)[:A]),
             self.inpad.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)),
@@ -150,40 +153,40 @@ class WindowGen(wiring.Component):
                          oy.eq(0), ox.eq(0), cc.eq(0), ky.eq(0), kx.eq(0), c.eq(0),
                          iy0.eq(-pad_top), iy.eq(-pad_top),
                          ix0.eq(-pad_left), ix.eq(-pad_left),
-                         prow.eq(p0), pbase.eq(p0), rbase.eq(p0), kbase.eq(p0), addr_r.eq(p0),
+                         prow.eq(p0), pbase.eq(p0), rbase.eq(p0), *kb(p0),
                          obase.eq(obase0)] + [st for b in bounds for st in reset(b[0])]
         with m.Elif(self.advance & self.valid):
             with m.If(~last_c):
-                m.d.sync += [c.eq(c + 1), addr_r.eq(addr_r + 1), *step(last_c)]
+                m.d.sync += [c.eq(c + 1), *([addr_r.eq(addr_r + 1)] if regs else []), *step(last_c)]
             with m.Else():
                 m.d.sync += [c.eq(0), *reset(last_c)]
                 with m.If(~last_kx):
-                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), kbase.eq(kbase + stride), addr_r.eq(kbase + stride),
+                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), *kb(kbase + stride),
                                      *step(last_kx)]
                 with m.Else():
                     m.d.sync += [kx.eq(0), ix.eq(ix0), *reset(last_kx)]
                     with m.If(~last_ky):
                         m.d.sync += [ky.eq(ky + 1), iy.eq(iy + 1), rbase.eq(rbase + rowstride),
-                                     kbase.eq(rbase + rowstride), addr_r.eq(rbase + rowstride),
+                                     *kb(rbase + rowstride),
                                      *step(last_ky)]
                     with m.Else():
                         m.d.sync += [ky.eq(0), obase.eq(obase + ostride), *reset(last_ky)]
                         nb_cc = (pbase + cc + 1) if regs else pbase
                         with m.If(~last_cc):
-                            m.d.sync += [cc.eq(cc + 1), iy.eq(iy0), rbase.eq(nb_cc), kbase.eq(nb_cc), addr_r.eq(nb_cc),
+                            m.d.sync += [cc.eq(cc + 1), iy.eq(iy0), rbase.eq(nb_cc), *kb(nb_cc),
                                          *step(last_cc)]
                         with m.Else():
                             m.d.sync += [cc.eq(0), *reset(last_cc)]
                             with m.If(~last_ox):
                                 nb = pbase + colstep
                                 m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + sw), ix.eq(ix0 + sw),
-                                             iy.eq(iy0), pbase.eq(nb), rbase.eq(nb), kbase.eq(nb), addr_r.eq(nb),
+                                             iy.eq(iy0), pbase.eq(nb), rbase.eq(nb), *kb(nb),
                                              *step(last_ox)]
                             with m.Else():
                                 nb = prow + rowstep
                                 m.d.sync += [ox.eq(0), ix0.eq(-pad_left), ix.eq(-pad_left), *reset(last_ox), *step(last_oy),
                                              oy.eq(oy + 1), iy0.eq(iy0 + sh), iy.eq(iy0 + sh),
-                                             prow.eq(nb), pbase.eq(nb), rbase.eq(nb), kbase.eq(nb), addr_r.eq(nb)]
+                                             prow.eq(nb), pbase.eq(nb), rbase.eq(nb), *kb(nb)]
                                 with m.If(last_oy):
                                     m.d.sync += self.valid.eq(0)
         return m
