@@ -16,7 +16,7 @@ from pathlib import Path
 from .dram_model import mem_verilog, MIN_LATENCY
 from .tb_top import ACCEL_NAME, CLKGEN_NAME, TB_NAME, clkgen_verilog, emit_tb
 
-__all__ = ["RtlSim", "Job", "JobResult", "RtlSimError", "verilator_bin_dir", "cache_root"]
+__all__ = ["RtlSim", "Job", "JobResult", "RtlSimError", "verilator_bin_dir", "cache_root", "prune_cache"]
 
 REPO = Path(__file__).resolve().parent.parent
 #: bump when the harness itself changes in a way that needs a rebuild
@@ -42,6 +42,7 @@ def cached_verilator_build(bdir: Path, texts: dict, build, info: dict, retries: 
     with open(bdir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
         if stamp.exists():
+            os.utime(stamp)                # the stamp's mtime is the entry's last use (for pruning)
             return
         src = bdir / "src"
         src.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,68 @@ def cached_verilator_build(bdir: Path, texts: dict, build, info: dict, retries: 
             except BaseException as e:
                 if attempt == retries:
                     raise RtlSimError(f"Verilator build failed ({e}); see {bdir / 'build.log'}") from None
+        _slim(bdir / "obj")
         stamp.write_text(json.dumps(info))
+    prune_cache(bdir.parent, keep=bdir)
+
+
+#: what a finished Verilator build leaves that the simulation run does not need: precompiled
+#: headers (about 140 MB of a 150 MB entry), objects, archives and make dependency files
+_INTERMEDIATE = ("*.gch", "*.o", "*.a", "*.d")
+#: entries used in the last MIN_IDLE_S seconds are never pruned (another process may be running them)
+MIN_IDLE_S = 3600.0
+
+
+def _slim(obj: Path) -> None:
+    for pattern in _INTERMEDIATE:
+        for f in obj.glob(pattern):
+            f.unlink(missing_ok=True)
+
+
+def _tree_bytes(d: Path) -> int:
+    return sum(f.stat().st_size for f in d.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def cache_limit_bytes() -> int:
+    """$SUSHI_CACHE_MAX_MB (default 3000) as bytes: the build cache is pruned down to this size."""
+    v = os.environ.get("SUSHI_CACHE_MAX_MB", "3000")
+    try:
+        mb = float(v)
+    except ValueError:
+        raise RtlSimError(f"SUSHI_CACHE_MAX_MB must be a number of megabytes, not {v!r}") from None
+    return int(mb * 1e6)
+
+
+def prune_cache(root: Path, keep: Path = None, limit: int = None, min_idle_s: float = MIN_IDLE_S,
+                now: float = None) -> list:
+    """Remove least recently used build entries under ``root`` until it holds at most ``limit``
+    bytes (default :func:`cache_limit_bytes`).  Entries used within ``min_idle_s`` seconds, ``keep``,
+    and entries another process holds locked (a build in progress) stay.  Returns the removed paths."""
+    limit = cache_limit_bytes() if limit is None else limit
+    now = time.time() if now is None else now
+    entries = []
+    for d in root.iterdir() if root.is_dir() else ():
+        if not d.is_dir() or d.name.startswith("gen-") or (keep is not None and d == keep):
+            continue
+        stamp = d / "BUILD_OK"
+        used = (stamp if stamp.exists() else d).stat().st_mtime
+        entries.append((used, d, _tree_bytes(d)))
+    total = sum(b for _, _, b in entries) + (_tree_bytes(keep) if keep is not None and keep.is_dir() else 0)
+    removed = []
+    for used, d, size in sorted(entries, key=lambda e: e[0]):
+        if total <= limit:
+            break
+        if now - used < min_idle_s:
+            continue
+        with open(d / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue                   # being built right now
+            shutil.rmtree(d, ignore_errors=True)
+        total -= size
+        removed.append(d)
+    return removed
 
 
 class RtlSimError(RuntimeError):

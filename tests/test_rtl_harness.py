@@ -218,3 +218,52 @@ def test_dram_model_bandwidth_spaces_beats():
     assert [d for _, d in out["beats"]] == words
     gaps = [b - a for a, b in zip(cycles, cycles[1:])]
     assert all(g >= 1 for g in gaps) and sum(gaps[2:]) >= 4 * len(gaps[2:])   # after the 2-beat credit
+
+
+@pytest.mark.rtl
+def test_cached_build_is_slim_and_runs(tmp_path):
+    """A fresh build entry keeps the simulator, not the compiler's intermediates (precompiled
+    headers were 140 MB of each 150 MB entry), and a second RtlSim reuses it."""
+    sim = RtlSim(CFG, latency=MIN_LATENCY, cache_dir=tmp_path / "cache")
+    job, data = copy_job(8, seed=5)
+    (r,) = sim.run_jobs([job])
+    check_copy(r, data, 8)
+    obj = sim.build_dir / "obj"
+    assert not [f for p in ("*.gch", "*.o", "*.a", "*.d") for f in obj.glob(p)]
+    assert sum(f.stat().st_size for f in sim.build_dir.rglob("*") if f.is_file()) < 30e6
+    again = RtlSim(CFG, latency=MIN_LATENCY, cache_dir=tmp_path / "cache")
+    (r2,) = again.run_jobs([job])
+    assert again.build_dir == sim.build_dir
+    check_copy(r2, data, 8)
+
+
+def test_prune_cache_removes_least_recently_used(tmp_path):
+    import os
+    from sim.rtl import prune_cache
+    now = 1_000_000.0
+    entries = {}
+    for i, (name, age_s) in enumerate([("a", 9000), ("b", 8000), ("c", 7000), ("d", 100), ("e", 9500)]):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "blob").write_bytes(bytes(1000))
+        if name != "e":                       # 'e' never finished building: its dir mtime counts
+            (d / "BUILD_OK").write_text("{}")
+            os.utime(d / "BUILD_OK", (now - age_s, now - age_s))
+        os.utime(d, (now - age_s, now - age_s))
+        entries[name] = d
+    (tmp_path / "gen-tmp").mkdir()              # another process's generation directory
+    # 5 x ~1 kB; limit 2.5 kB: oldest first ('e', 'a', 'b'), 'd' is too recent to remove
+    removed = prune_cache(tmp_path, keep=entries["c"], limit=2500, min_idle_s=3600, now=now)
+    assert [p.name for p in removed] == ["e", "a", "b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "d", "gen-tmp"]
+    # everything left is either kept or recent: nothing more goes, even far over the limit
+    assert prune_cache(tmp_path, keep=entries["c"], limit=0, min_idle_s=3600, now=now) == []
+
+
+def test_cache_limit_is_checked(monkeypatch):
+    from sim.rtl import RtlSimError, cache_limit_bytes
+    monkeypatch.setenv("SUSHI_CACHE_MAX_MB", "lots")
+    with pytest.raises(RtlSimError, match="SUSHI_CACHE_MAX_MB must be a number of megabytes, not 'lots'"):
+        cache_limit_bytes()
+    monkeypatch.setenv("SUSHI_CACHE_MAX_MB", "12.5")
+    assert cache_limit_bytes() == 12_500_000
