@@ -93,16 +93,18 @@ class SushiAccel(wiring.Component):
         op = seq.exec_op
         is_vec, unsup_op, is_pool = _vector_ops(cfg, op, seq.instr)
         # the unit selects of the shared datapaths (window generator, activation buffer port,
-        # post-processor input) from registered copies: the instruction is loaded three cycles
-        # before its exec_start and an instruction ends only once the post-processor is idle
+        # post-processor input) and the unit starts from registered opcode decodes (on every
+        # FPGA: a few flip-flops, and the starts fan out to the units' enables): the instruction
+        # is loaded two cycles (three with deep_pipeline) before its exec_start and an
+        # instruction ends only once the post-processor is idle
         regs = timing_regs(platform)
-        is_vec_r = stable_copy(m, is_vec, regs, "is_vec_r")
-        is_pool_r = stable_copy(m, is_pool, regs, "is_pool_r")
-        is_dma_r = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), regs, "is_dma_r")
-        is_conv_r = stable_copy(m, op == Op.CONV, regs, "is_conv_r")
-        is_wf_r = stable_copy(m, (op == Op.CONV) | (op == Op.LOADSG) | (op == Op.SETRES), regs, "is_wf_r")
+        is_vec_r = stable_copy(m, is_vec, True, "is_vec_r")
+        is_pool_r = stable_copy(m, is_pool, True, "is_pool_r")
+        is_dma_r = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), True, "is_dma_r")
+        is_conv_r = stable_copy(m, op == Op.CONV, True, "is_conv_r")
+        is_wf_r = stable_copy(m, (op == Op.CONV) | (op == Op.LOADSG) | (op == Op.SETRES), True, "is_wf_r")
         unit_rd = Mux(op == Op.LOAD, 1, Mux((op == Op.LUT) & cfg.op_lut, 3, 2))
-        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, stable_copy(m, unit_rd, regs, "unit_rd_r")))
+        m.d.comb += rdmux.sel.eq(Mux(seq.fetching, 0, stable_copy(m, unit_rd, True, "unit_rd_r")))
         # an instruction needing a vector operation this configuration leaves out: error 2
         # (unsupported instruction); no unit starts from then on, the sequencer runs on to HALT
         go = Signal()
@@ -110,6 +112,7 @@ class SushiAccel(wiring.Component):
             m.d.comb += [go.eq(seq.exec_start), csrs.error.eq(seq.error)]
         else:
             unsup = Signal()
+            unsup_op = stable_copy(m, unsup_op, True, "unsup_op_r")
             m.d.comb += go.eq(seq.exec_start & ~unsup & ~unsup_op)
             with m.If(csrs.start):
                 m.d.sync += unsup.eq(0)

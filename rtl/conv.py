@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op
 
-from .bus import INSTR_BITS, instr_fields, stable_copy, timing_regs
+from .bus import INSTR_BITS, instr_fields, stable_copy
 from .pe_array import PeArray, latency as pe_latency
 from .postproc import PostprocSignature
 from .window import WindowSignature
@@ -68,28 +68,20 @@ class ConvEngine(wiring.Component):
         gap = Signal(range(RW + 2), init=RW)
         issue = Signal()
         running = Signal()
-        # gap >= nwords: with the timing registers a flag kept beside gap (nwords is an
-        # instruction field, stable while the engine runs)
-        regs = timing_regs(platform)
-        if regs:
-            gap_ok = Signal(init=1)
-            nw_r = stable_copy(m, nwords, True, "nwords_r")
-        else:
-            gap_ok = gap >= nwords
+        # gap >= nwords: a flag kept beside gap (nwords is an instruction field, stable while the
+        # engine runs)
+        gap_ok = Signal(init=1)
+        nw_r = stable_copy(m, nwords, True, "nwords_r")
         m.d.comb += issue.eq(running & win.valid & self.full.bit_select(hc, 1)
                              & (~win.last | gap_ok))
         m.d.comb += [win.advance.eq(issue), self.inc_mac.eq(issue),
                      self.buf_raddr.eq(win.addr), self.buf_ren.eq(1),
                      self.w_raddr.eq(Mux(hc, WT, 0) + t)]
         with m.If(issue & win.last):
-            m.d.sync += [t.eq(0), sub.eq(0), gap.eq(1)]
-            if regs:
-                m.d.sync += gap_ok.eq(nw_r <= 1)
+            m.d.sync += [t.eq(0), sub.eq(0), gap.eq(1), gap_ok.eq(nw_r <= 1)]
         with m.Else():
             with m.If(gap < RW):
-                m.d.sync += gap.eq(gap + 1)
-                if regs:
-                    m.d.sync += gap_ok.eq(gap + 1 >= nw_r)
+                m.d.sync += [gap.eq(gap + 1), gap_ok.eq(gap + 1 >= nw_r)]
             with m.If(issue):
                 with m.If(~dw):
                     m.d.sync += t.eq(t + 1)

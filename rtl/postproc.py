@@ -12,7 +12,7 @@ __all__ = ["Postproc", "PostprocSignature", "latency"]
 
 def latency(cfg: AccelConfig) -> int:
     """Cycles from an input beat to its output beat."""
-    return 9 if cfg.deep_pipeline else 3
+    return 9 if cfg.deep_pipeline else 4
 
 
 class PostprocSignature(wiring.Signature):
@@ -39,7 +39,7 @@ class Postproc(wiring.Component):
 
     ``acc + bias`` wraps to int32 (the hardware's 32-bit adder, like the golden model); the
     product is exact; ``>>`` is arithmetic with round half up (``1 << (shift-1)`` added when
-    shift >= 1).  Fully pipelined, ``latency(cfg)`` cycles (9 with ``deep_pipeline``, else 3),
+    shift >= 1).  Fully pipelined, ``latency(cfg)`` cycles (9 with ``deep_pipeline``, else 4),
     never stalls; ``busy`` while any beat is in flight.  ``stable_bounds``: ``lo``/``hi`` do not change while a beat is in flight (SushiAccel:
     they are instruction fields, and an instruction ends only when the post-processor is idle), so
     they are used where needed instead of travelling down the pipeline."""
@@ -131,9 +131,10 @@ class Postproc(wiring.Component):
                 ok = ok & ((hi_bits == 0) | (hi_bits == (1 << len(hi_bits)) - 1))
                 t = nv
             # q = round(sat_10(t) / 2), then saturated to int8 and clamped
-            if deep:    # the shifter's output registered before the rounding adder
-                t, ok, neg = (reg(7, t, signed(len(t)), f"ts{j}"), reg(7, ok, 1, f"ok_{j}"),
-                              reg(7, neg, 1, f"neg_{j}"))
+            # the shifter's output registered before the rounding adder
+            k = at(7, 3)
+            t, ok, neg = (reg(k, t, signed(len(t)), f"ts{j}"), reg(k, ok, 1, f"ok_{j}"),
+                          reg(k, neg, 1, f"neg_{j}"))
             qv = (Mux(ok, t, Mux(neg, -512, 511)) + 1) >> 1
             q = reg(8, qv, signed(10), f"q{j}") if deep else Signal(signed(10), name=f"q{j}")
             if not deep:

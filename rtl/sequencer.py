@@ -55,7 +55,7 @@ class Sequencer(wiring.Component):
         c_res_n = Signal(32)
         c_empty = Signal()
         r_bad, r_halt, r_key, r_ok = Signal(), Signal(), Signal(), Signal()
-        r_go = Signal()         # deep_pipeline: DECODE starts a unit (exec_start from one flip-flop)
+        r_go = Signal()         # DECODE starts a unit (exec_start from one flip-flop and DECODE)
         check1 = [c_sg.eq(op == Op.LOADSG), c_sr.eq(op == Op.SETRES), c_key.eq(op == Op.PBKEY),
                   c_on.eq(fk["on"]), c_key_bad.eq(fk["key"] >= cfg.res_entries),
                   c_sr_key.eq(fr["key"] >= cfg.res_entries), c_slot.eq(fr["pb_slot"])]
@@ -116,7 +116,8 @@ class Sequencer(wiring.Component):
                     m.d.sync += check1
                     m.next = "CHECK2"
                 else:
-                    m.d.sync += r_bad.eq(pb_bad)
+                    go = (op >= Op.LOAD) & (op <= int(max(Op))) & (op != Op.HALT) & (op != Op.PBKEY)
+                    m.d.sync += [r_bad.eq(pb_bad), r_go.eq(go)]
                     m.next = "DECODE"
             if deep:
                 with m.State("CHECK2"):
@@ -124,8 +125,7 @@ class Sequencer(wiring.Component):
                     m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [self.inc_instr_rd.eq(1), self.inc_instr.eq(1)]
-                if deep:
-                    m.d.comb += self.exec_start.eq(r_go & ~r_bad)
+                m.d.comb += self.exec_start.eq(r_go & ~r_bad)
                 m.d.sync += pc.eq(pc + INSTR_BYTES)
                 with m.If(r_halt):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
@@ -137,8 +137,6 @@ class Sequencer(wiring.Component):
                     m.d.sync += [self.pb_on.eq(fk["on"]), self.pb_key.eq(fk["key"])]
                     m.next = "FETCH"
                 with m.Elif(r_ok):
-                    if not deep:
-                        m.d.comb += self.exec_start.eq(1)
                     m.next = "EXEC"
                 with m.Else():
                     m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(1)]

@@ -120,10 +120,11 @@ class WeightFetch(wiring.Component):
                 pb_w.append(mem.write_port())
                 m.d.comb += pb_r[r].addr.eq(pb_slot)
 
-        # loop bounds from the instruction (with the timing registers registered every cycle: the
-        # instruction is stable from two cycles before ``start``, so they are ready before GROUP;
-        # no multiplier or mux of instruction fields on the GEN cycle's paths)
-        dom = m.d.sync if regs else m.d.comb
+        # loop bounds from the instruction, registered every cycle in two steps (kh*kw, then the
+        # bounds): the instruction is stable from the cycle before ``start`` (two with
+        # deep_pipeline), so they are ready by GEN, two cycles after ``start`` at the earliest;
+        # no multiplier or mux of instruction fields on the GEN cycle's paths
+        dom = m.d.sync
         dw = f["dw"]
         khkw = Signal(16)
         nt = Signal(16)
@@ -171,14 +172,14 @@ class WeightFetch(wiring.Component):
         # GEN's decisions come from flags kept one step ahead (the next tile id ``cur``, whether it
         # continues the current DRAM run ``same``, the loop-end, run and residency compares): each is
         # computed beside the update that changes its inputs, not after it
-        # (with the timing registers; on small FPGAs the same values as compares, fewer cells)
+        # (with the timing registers; on small FPGAs the same values as compares, fewer cells, but
+        # ``cur`` a register there too, and ``same`` a compare of two registers)
+        cur = Signal(TB)
         if regs:
-            cur = Signal(TB)
             c_last, kx_last, ky_last = Signal(), Signal(), Signal()
             run_any, run_full = Signal(), Signal()
             row_hit, col_hit = Signal(), Signal()
         else:
-            cur = (colb + c)[:TB]
             c_last, kx_last, ky_last = c == lc1, kx == lb1, ky == la1
             run_any, run_full = run_len != 0, run_len == max_run
             row_hit, col_hit = e_ok & (ri < e_rows), c < e_cres
@@ -202,7 +203,8 @@ class WeightFetch(wiring.Component):
                          ky_contig.eq(f["tile_sky"][:TB] == (skx_lb1 + lc1 + 1)[:TB])]
         else:
             pk_last = pk == rec_beats1
-            same = cur == (run_start + run_len)[:TB]
+            run_end = Signal(TB)     # run_start + run_len, set as a missed tile is taken
+            same = cur == run_end
 
         def upd(*stmts):        # updates of the registered forms
             return list(stmts) if regs else []
@@ -229,7 +231,7 @@ class WeightFetch(wiring.Component):
                 with m.Elif(~self.full.bit_select(h, 1)):
                     m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
                                  run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0),
-                                 *upd(cur.eq(gbase), run_any.eq(0), run_full.eq(0), c_last.eq(lc1 == 0),
+                                 cur.eq(gbase), *upd(run_any.eq(0), run_full.eq(0), c_last.eq(lc1 == 0),
                                       kx_last.eq(lb1 == 0), ky_last.eq(la1 == 0), col_hit.eq(e_cres != 0))]
                     m.next = "GEN"
             with m.State("GEN"):
@@ -250,10 +252,12 @@ class WeightFetch(wiring.Component):
                             m.d.sync += run_start.eq(cur)
                         m.d.sync += [run_len.eq(run_len + 1),
                                      *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run))]
+                        if not regs:
+                            m.d.sync += run_end.eq(cur + 1)
                         if regs:
                             m.d.sync += same.eq(~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig))
                     with m.If(~c_last):
-                        m.d.sync += [c.eq(c + 1), *upd(cur.eq(cur + 1), c_last.eq(c == lc2),
+                        m.d.sync += [c.eq(c + 1), cur.eq(cur + 1), *upd(c_last.eq(c == lc2),
                                                         col_hit.eq(c + 1 < e_cres))]
                     with m.Else():
                         ri_n = Mux(ri == 0xFFFF, ri, ri + 1)                           # saturates
@@ -262,13 +266,13 @@ class WeightFetch(wiring.Component):
                                           row_hit.eq(e_ok & (ri_n < e_rows)))]
                         with m.If(~kx_last):
                             m.d.sync += [kx.eq(kx + 1), colb.eq(colb + f["tile_skx"]),
-                                         *upd(cur.eq(colb + f["tile_skx"]), kx_last.eq(kx == lb2))]
+                                         cur.eq(colb + f["tile_skx"]), *upd(kx_last.eq(kx == lb2))]
                         with m.Else():
                             m.d.sync += [kx.eq(0), *upd(kx_last.eq(lb1 == 0))]
                             with m.If(~ky_last):
                                 m.d.sync += [ky.eq(ky + 1), rowb.eq(rowb + f["tile_sky"]),
                                              colb.eq(rowb + f["tile_sky"]),
-                                             *upd(cur.eq(rowb + f["tile_sky"]), ky_last.eq(ky == la2))]
+                                             cur.eq(rowb + f["tile_sky"]), *upd(ky_last.eq(ky == la2))]
                             with m.Else():
                                 m.d.sync += gen_done.eq(1)
             with m.State("ISSUE"):

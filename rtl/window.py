@@ -87,48 +87,43 @@ class WindowGen(wiring.Component):
         iy0, ix0, iy, ix = (Signal(signed(14), name=n) for n in ("iy0", "ix0", "iy", "ix"))
         prow, pbase, rbase, kbase = (Signal(A, name=n) for n in ("prow", "pbase", "rbase", "kbase"))
         # word addresses of the current output row / pixel (prow, pbase) and kernel row / position
-        # (rbase, kbase); with the timing registers the first two include ioff and the others also
-        # cc, so the step's address is kbase + c, one adder (else ioff + kbase + cc + c)
+        # (rbase, kbase); the first two include ioff and the others also cc, so the step's
+        # address is kbase + c, kept in a register beside them
         rowstride, colstep, rowstep, padl, padt = (Signal(A, name=n) for n in
                                                    ("rowstride", "colstep", "rowstep", "padl", "padt"))
         obase = Signal(A)
         setup = Signal(2)
 
-        # "x is at its last value" flags: with the timing registers kept in registers beside the
-        # counters (set from the next value's compare when a counter moves), so the step outputs
-        # and every decision below start at flip-flops; else compares (x + 1 == n: the
-        # incrementer is there anyway), fewer logic cells
+        # "x is at its last value" flags kept in registers beside the counters (set from the next
+        # value's compare when a counter moves), so the step outputs and every decision below
+        # (the users' issue logic, ``advance`` and the counters' enables) start at flip-flops
         pairs = ((c, n_c), (kx, kw), (ky, kh), (cc, n_cc), (ox, out_w), (oy, out_h))
-        if regs:
-            flags = [Signal(name=f"last_{n}") for n in ("c", "kx", "ky", "cc", "ox", "oy")]
-        else:
-            flags = [x + 1 == n for x, n in pairs]
+        flags = [Signal(name=f"last_{n}") for n in ("c", "kx", "ky", "cc", "ox", "oy")]
         last_c, last_kx, last_ky, last_cc, last_ox, last_oy = flags
         bounds = [(f, x, n) for f, (x, n) in zip(flags, pairs)]
 
         def reset(flag):        # the counter goes to 0
             n = next(b[2] for b in bounds if b[0] is flag)
-            return [flag.eq(n == 1)] if regs else []
+            return [flag.eq(n == 1)]
 
-        # n - 2 registered (from the registered configuration: ready from the cycle after
-        # ``start``, first used once ``valid`` rises): the step compares are x == n - 2
+        # n - 2 registered (ready from the cycle after ``start``, first used once ``valid``
+        # rises): the step compares are x == n - 2
         nm2 = {}
-        if regs:
-            for f, (x, n) in zip(flags, pairs):
-                nm2[id(f)] = Signal(len(x), name=f"{f.name}_n2")
-                m.d.sync += nm2[id(f)].eq(n - 2)
+        for f, (x, n) in zip(flags, pairs):
+            nm2[id(f)] = Signal(len(x), name=f"{f.name}_n2")
+            m.d.sync += nm2[id(f)].eq(n - 2)
 
         def step(flag):         # the counter goes to x + 1
             _, x, n = next(b for b in bounds if b[0] is flag)
-            return [flag.eq(x == nm2[id(flag)])] if regs else []
-        # with the timing registers the step's address is a register too (kbase + c kept beside
-        # kbase and c: the activation buffer's address port starts at a flip-flop)
+            return [flag.eq(x == nm2[id(flag)])]
+        # the step's address is a register too (kbase + c kept beside kbase and c: the activation
+        # buffer's address port starts at a flip-flop)
         addr_r = Signal(A)
 
-        def kb(v):              # kbase (and the address register, where c goes to 0) set to v
-            return [kbase.eq(v), addr_r.eq(v)] if regs else [kbase.eq(v)]
+        def kb(v):              # kbase and the address register (where c goes to 0) set to v
+            return [kbase.eq(v), addr_r.eq(v)]
         m.d.comb += [
-            self.addr.eq(addr_r if regs else (ioff[:A] + kbase + cc + c)[:A]),
+            self.addr.eq(addr_r),
             self.inpad.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)),
             self.first.eq((c == 0) & (kx == 0) & (ky == 0)),
             self.last.eq(last_c & last_kx & last_ky),
@@ -148,7 +143,7 @@ class WindowGen(wiring.Component):
             m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, sh, A)),
                          padt.eq(_mul16(rowstride, pad_top, A))]
         with m.Elif(setup == 2):
-            p0 = ((ioff[:A] if regs else 0) - padt - padl)[:A]
+            p0 = (ioff[:A] - padt - padl)[:A]
             m.d.sync += [setup.eq(0), self.valid.eq(1),
                          oy.eq(0), ox.eq(0), cc.eq(0), ky.eq(0), kx.eq(0), c.eq(0),
                          iy0.eq(-pad_top), iy.eq(-pad_top),
@@ -157,7 +152,7 @@ class WindowGen(wiring.Component):
                          obase.eq(obase0)] + [st for b in bounds for st in reset(b[0])]
         with m.Elif(self.advance & self.valid):
             with m.If(~last_c):
-                m.d.sync += [c.eq(c + 1), *([addr_r.eq(addr_r + 1)] if regs else []), *step(last_c)]
+                m.d.sync += [c.eq(c + 1), addr_r.eq(addr_r + 1), *step(last_c)]
             with m.Else():
                 m.d.sync += [c.eq(0), *reset(last_c)]
                 with m.If(~last_kx):
@@ -171,7 +166,7 @@ class WindowGen(wiring.Component):
                                      *step(last_ky)]
                     with m.Else():
                         m.d.sync += [ky.eq(0), obase.eq(obase + ostride), *reset(last_ky)]
-                        nb_cc = (pbase + cc + 1) if regs else pbase
+                        nb_cc = pbase + cc + 1
                         with m.If(~last_cc):
                             m.d.sync += [cc.eq(cc + 1), iy.eq(iy0), rbase.eq(nb_cc), *kb(nb_cc),
                                          *step(last_cc)]
