@@ -127,13 +127,15 @@ class ConvEngine(wiring.Component):
 
         # ---- group control
         wait = Signal(range(RW + 4 + pe_latency(cfg)))
+        g_end = Signal()        # g == n_groups, a flag set beside g (the window's start follows it)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [g.eq(0), hc.eq(0), goff.eq(0), t.eq(0), sub.eq(0)]
+                    m.d.sync += [g.eq(0), hc.eq(0), goff.eq(0), t.eq(0), sub.eq(0),
+                                 g_end.eq(f["n_groups"] == 0)]
                     m.next = "GSTART"
             with m.State("GSTART"):
-                with m.If(g == f["n_groups"]):
+                with m.If(g_end):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
@@ -148,7 +150,8 @@ class ConvEngine(wiring.Component):
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
                     m.d.comb += [self.release.eq(1), self.release_half.eq(hc)]
-                    m.d.sync += [hc.eq(~hc), g.eq(g + 1), goff.eq(goff + Mux(dw, 1, RW)),
+                    m.d.sync += [hc.eq(~hc), g.eq(g + 1), g_end.eq(g + 1 == f["n_groups"]),
+                                 goff.eq(goff + Mux(dw, 1, RW)),
                                  t.eq(0), sub.eq(0)]
                     m.next = "GSTART"
         return m

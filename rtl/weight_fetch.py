@@ -142,6 +142,7 @@ class WeightFetch(wiring.Component):
                 rec_stride.eq(Mux(dw, V * PARAM_BYTES, R * PARAM_BYTES))]
 
         g = Signal(10)
+        g_end = Signal()        # g == n_groups, a flag set beside g
         h = Signal()
         gbase, rowb, colb = Signal(TB), Signal(TB), Signal(TB)
         ky, kx = Signal(8), Signal(8)
@@ -221,12 +222,13 @@ class WeightFetch(wiring.Component):
                                  sg_daddr.eq(wbase + fs["tile_lo"] * T)]
                     m.next = "SG_ISSUE"
                 with m.Elif(self.start):
-                    m.d.sync += [g.eq(0), h.eq(0), gbase.eq(f["tile_base"]), paddr.eq(f["param_addr"]),
+                    m.d.sync += [g.eq(0), g_end.eq(f["n_groups"] == 0), h.eq(0), gbase.eq(f["tile_base"]),
+                                 paddr.eq(f["param_addr"]),
                                  self.full.eq(0), ri.eq(0), pbrow.eq(e_slot),
                                  *upd(row_hit.eq(e_ok & (e_rows != 0)))]
                     m.next = "GROUP"
             with m.State("GROUP"):
-                with m.If(g == f["n_groups"]):
+                with m.If(g_end):
                     m.next = "IDLE"
                 with m.Elif(~self.full.bit_select(h, 1)):
                     m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
@@ -315,6 +317,7 @@ class WeightFetch(wiring.Component):
                     m.d.sync += [pk.eq(pk + 1), *upd(pk_last.eq(pk == rec_beats2))]
                     with m.If(pk_last):
                         m.d.sync += [self.full.bit_select(h, 1).eq(1), h.eq(~h), g.eq(g + 1),
+                                     g_end.eq(g + 1 == f["n_groups"]),
                                      gbase.eq(gbase + f["tile_sg"]), paddr.eq(paddr + rec_stride)]
                         m.next = "GROUP"
             # ---------------- LOADSG: DRAM -> PB slots, then the residency entry

@@ -92,6 +92,7 @@ class WindowGen(wiring.Component):
         rowstride, colstep, rowstep, padl, padt = (Signal(A, name=n) for n in
                                                    ("rowstride", "colstep", "rowstep", "padl", "padt"))
         obase = Signal(A)
+        iop = Signal(A)         # ioff - padl (setup 1), so the first address is one subtraction away
         setup = Signal(2)
 
         # "x is at its last value" flags kept in registers beside the counters (set from the next
@@ -141,9 +142,9 @@ class WindowGen(wiring.Component):
             m.d.sync += [setup.eq(1), self.valid.eq(0)]
         with m.Elif(setup == 1):
             m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, sh, A)),
-                         padt.eq(_mul16(rowstride, pad_top, A))]
+                         padt.eq(_mul16(rowstride, pad_top, A)), iop.eq(ioff[:A] - padl)]
         with m.Elif(setup == 2):
-            p0 = (ioff[:A] - padt - padl)[:A]
+            p0 = (iop - padt)[:A]
             m.d.sync += [setup.eq(0), self.valid.eq(1),
                          oy.eq(0), ox.eq(0), cc.eq(0), ky.eq(0), kx.eq(0), c.eq(0),
                          iy0.eq(-pad_top), iy.eq(-pad_top),
