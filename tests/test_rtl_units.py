@@ -349,8 +349,8 @@ def test_accel_conv_matches_golden(kw):
                          ids=["dense-gaps", "dw5x5s2"])
 def test_small_fpga_forms_same_cycles(kw, monkeypatch):
     """Without the timing registers (iCE40 builds: compares instead of registered flags in the
-    window generator and the weight fetcher, no registered copies) the outputs and every cycle are
-    those of the default form, with a PB residency entry in play."""
+    weight fetcher, no registered copies of the window configuration) the outputs and every cycle
+    are those of the default form, with a PB residency entry in play."""
     cfg = TINY_PB
     cycles = []
     for regs in (True, False):
