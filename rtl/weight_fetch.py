@@ -174,7 +174,7 @@ class WeightFetch(wiring.Component):
         # continues the current DRAM run ``same``, the loop-end, run and residency compares): each is
         # computed beside the update that changes its inputs, not after it
         # (with the timing registers; on small FPGAs the same values as compares, fewer cells, but
-        # ``cur`` a register there too, and ``same`` a compare of two registers)
+        # ``cur`` and ``same`` registers there too)
         cur = Signal(TB)
         if regs:
             c_last, kx_last, ky_last = Signal(), Signal(), Signal()
@@ -204,8 +204,7 @@ class WeightFetch(wiring.Component):
                          ky_contig.eq(f["tile_sky"][:TB] == (skx_lb1 + lc1 + 1)[:TB])]
         else:
             pk_last = pk == rec_beats1
-            run_end = Signal(TB)     # run_start + run_len, set as a missed tile is taken
-            same = cur == run_end
+            same = Signal()         # set as a missed tile is taken: the next cur == cur + 1
 
         def upd(*stmts):        # updates of the registered forms
             return list(stmts) if regs else []
@@ -254,10 +253,12 @@ class WeightFetch(wiring.Component):
                             m.d.sync += run_start.eq(cur)
                         m.d.sync += [run_len.eq(run_len + 1),
                                      *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run))]
-                        if not regs:
-                            m.d.sync += run_end.eq(cur + 1)
                         if regs:
                             m.d.sync += same.eq(~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig))
+                        else:       # (the next cur compared with cur + 1 directly, no multiplier)
+                            nxt1 = (cur + 1)[:TB]
+                            m.d.sync += same.eq(~c_last | Mux(~kx_last, (colb + f["tile_skx"])[:TB] == nxt1,
+                                                              ~ky_last & ((rowb + f["tile_sky"])[:TB] == nxt1)))
                     with m.If(~c_last):
                         m.d.sync += [c.eq(c + 1), cur.eq(cur + 1), *upd(c_last.eq(c == lc2),
                                                         col_hit.eq(c + 1 < e_cres))]

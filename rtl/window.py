@@ -60,6 +60,7 @@ class WindowGen(wiring.Component):
     ``obase0 + unit*ostride``.  The configuration must be stable from the cycle before ``start`` to
     the end (it is registered; ``ioff`` and ``obase0`` may change up to ``start`` itself: they are
     first used two cycles later); after ``start`` two setup cycles pass before ``valid`` rises.
+    ``start`` must come only while the generator is idle (``valid`` low, no setup cycle running).
 
     Buffer addresses are 16-bit words, so every address term is kept modulo 2**16 (only ``iy``,
     ``ix`` are exact signed values, for ``inpad``); the setup products are shift-and-add.
@@ -138,9 +139,7 @@ class WindowGen(wiring.Component):
             m.d.sync += [rowstride.eq(_mul16(stride, in_w, A)),
                          colstep.eq(_mul16(stride, sw, A)),
                          padl.eq(_mul16(stride, pad_left, A))]
-        with m.If(self.start):
-            m.d.sync += [setup.eq(1), self.valid.eq(0)]
-        with m.Elif(setup == 1):
+        with m.If(setup == 1):
             m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, sh, A)),
                          padt.eq(_mul16(rowstride, pad_top, A)), iop.eq(ioff[:A] - padl)]
         with m.Elif(setup == 2):
@@ -185,4 +184,9 @@ class WindowGen(wiring.Component):
                                              prow.eq(nb), pbase.eq(nb), rbase.eq(nb), *kb(nb)]
                                 with m.If(last_oy):
                                     m.d.sync += self.valid.eq(0)
+        # ``start`` comes only while the generator is idle (setup 0, not valid), so it needs no
+        # place in the chain above and stays off the counters' enables (it is a late signal: the
+        # sequencer's decode through a unit's start); written last, it wins for setup and valid
+        with m.If(self.start):
+            m.d.sync += [setup.eq(1), self.valid.eq(0)]
         return m
