@@ -124,21 +124,20 @@ class WeightFetch(wiring.Component):
         # bounds): the instruction is stable from the cycle before ``start`` (two with
         # deep_pipeline), so they are ready by GEN, two cycles after ``start`` at the earliest;
         # no multiplier or mux of instruction fields on the GEN cycle's paths
-        dom = m.d.sync
         dw = f["dw"]
         khkw = Signal(16)
         nt = Signal(16)
-        dom += khkw.eq(f["kh"] * f["kw"])
+        m.d.sync += khkw.eq(f["kh"] * f["kw"])
         if R & (R - 1) == 0:
             m.d.comb += nt.eq((khkw + R - 1) >> (R.bit_length() - 1))
         else:
             m.d.comb += nt.eq((khkw + R - 1) // R)
         la1, lb1, lc1 = Signal(8), Signal(8), Signal(16)    # loop bounds - 1 (ky, kx, c)
-        dom += [la1.eq(Mux(dw, 1, f["kh"]) - 1), lb1.eq(Mux(dw, 1, f["kw"]) - 1),
+        m.d.sync += [la1.eq(Mux(dw, 1, f["kh"]) - 1), lb1.eq(Mux(dw, 1, f["kw"]) - 1),
                 lc1.eq(Mux(dw, nt, f["cin_w"]) - 1)]
         rec_beats1 = Signal(8)
         rec_stride = Signal(16)
-        dom += [rec_beats1.eq(Mux(dw, 8, 8 * R // V) - 1),
+        m.d.sync += [rec_beats1.eq(Mux(dw, 8, 8 * R // V) - 1),
                 rec_stride.eq(Mux(dw, V * PARAM_BYTES, R * PARAM_BYTES))]
 
         g = Signal(10)

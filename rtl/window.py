@@ -156,8 +156,7 @@ class WindowGen(wiring.Component):
             with m.Else():
                 m.d.sync += [c.eq(0), *reset(last_c)]
                 with m.If(~last_kx):
-                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), *kb(kbase + stride),
-                                     *step(last_kx)]
+                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix + 1), *kb(kbase + stride), *step(last_kx)]
                 with m.Else():
                     m.d.sync += [kx.eq(0), ix.eq(ix0), *reset(last_kx)]
                     with m.If(~last_ky):
