@@ -35,8 +35,10 @@ class Board:
     #: are small but wide): the weight fetcher's record buffer pmem (2 x 64V bits; -275 FFs, -106
     #: LUT4 on the iCE40 at the price of 8 of its 30 block RAMs)
     bram_memories: tuple = ()
-    #: extra nextpnr options (ECP5: router2, which finishes the congested 85F routing that
-    #: router1 spent over 20 minutes on without converging)
+    #: extra nextpnr options.  ECP5: the electrostatic placer ("static") and router2.  HeAP (the
+    #: default placer) packed the SoC into about a third of the 85F and neither router converged
+    #: there (router2 stalled at ~7,000 overused wires, router1 still routing after 45 min);
+    #: the static placer spreads it and router2 finishes (6 min for place and route, session 6)
     pnr_opts: str = ""
 
 
@@ -49,7 +51,7 @@ BOARDS = {
     "ulx3s": Board("ulx3s", "amaranth_boards.ulx3s.ULX3S_85F_Platform", "ecp5", "ulx3s", 100.0,
                    1 << 17, resources=(("TRELLIS_COMB", "luts"), ("TRELLIS_FF", "ffs"),
                                        ("MULT18X18D", "dsps"), ("DP16KD", "brams")),
-                   pnr_opts="--router router2"),
+                   pnr_opts="--placer static --router router2"),
 }
 
 
@@ -115,7 +117,8 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
     if b.family == "ecp5":
         from sim.dram_model import mem_verilog
         plat.add_file("sushi_dram_mem.v", mem_verilog())
-    nextpnr_opts = " ".join(filter(None, ["--timing-allow-fail --report nextpnr_report.json", b.pnr_opts]))
+    nextpnr_opts = " ".join(filter(None, ["--timing-allow-fail --report nextpnr_report.json",
+                                          "--sdf sushi_soc.sdf", b.pnr_opts]))
     kw = dict(name="sushi_soc", build_dir=str(out / "build"), do_build=False,
               nextpnr_opts=nextpnr_opts)
     if b.synth_opts:
@@ -171,6 +174,9 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
         fmax = min(f for _, f, _, _ in parsed["fmax"])
     report["fmax_mhz"] = round(fmax, 2) if fmax else None
     report["timing_met"] = bool(fmax and fmax >= top.f_mhz)
+    sdf = bdir / "sushi_soc.sdf"
+    if sdf.exists():
+        report["timing"] = _post_route_paths(sdf, 1000.0 / top.f_mhz)
     over = _overflow_message(b, cfg, parsed)
     report["fits"] = over is None
     bit = bdir / ("sushi_soc.bin" if b.family == "ice40" else "sushi_soc.bit")
@@ -204,6 +210,18 @@ def _synth_estimate(b: Board, top, bdir: Path, out: Path, report: dict, steps: d
     report.update(built="synth", steps=steps, sta=est)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _post_route_paths(sdf: Path, period: float, keep: int = 20) -> dict:
+    """Every failing endpoint of the routed design (boards.sta on nextpnr's SDF), grouped by
+    signal: the worst ``keep`` groups, each with its source and path length."""
+    from .sta import sdf_timing
+    r = sdf_timing(sdf.read_text(), period)
+    groups = [{"signal": g["signal"], "endpoints": g["endpoints"], "ns": g["ns"], "source": g["source"],
+               "pins": len(g["path"])} for g in r["groups"][:keep]]
+    return {"period_ns": round(period, 3), "endpoints": r["endpoints"], "failing": r["failing"],
+            "worst_ns": r["worst_ns"], "fmax_mhz": r["fmax_mhz"], "groups": groups,
+            "how": f"python -m boards.sta --sdf {sdf} --period {period:.3f} --full"}
 
 
 def _util(b: Board, parsed: dict) -> dict:

