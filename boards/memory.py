@@ -95,13 +95,14 @@ class DramBridge(wiring.Component):
     registers."""
 
     def __init__(self, *, width_bytes: int, addr_bits: int, fifo_depth: int = 4,
-                 read_latency: int = 1):
+                 read_latency: int = 1, out_reg: bool = False):
         if read_latency not in (1, 2, 3):
             raise ValueError(f"'read_latency' must be 1, 2 or 3, not {read_latency!r}")
         if fifo_depth not in (2, 4, 8, 16):
             raise ValueError(f"'fifo_depth' must be 2, 4, 8 or 16, not {fifo_depth!r}")
         self.V, self.addr_bits, self.fifo_depth = width_bytes, addr_bits, fifo_depth
         self.read_latency = read_latency
+        self.out_reg = out_reg
         W = 8 * width_bytes
         super().__init__({
             "rd_cmd": In(CmdSignature()), "rd_data": Out(DataSignature(width=W)),
@@ -125,9 +126,20 @@ class DramBridge(wiring.Component):
         level = Signal(range(D + 1))
         nonempty = Signal()
         cred = Signal(range(D + 1), init=D)     # FIFO entries not claimed by a read in flight
-        m.d.comb += [qw.addr.eq(prod), qw.data.eq(self.mem.rdata), qw.en.eq(push),
-                     qr.addr.eq(cons), self.rd_data.data.eq(qr.data),
-                     self.rd_data.valid.eq(nonempty), pop.eq(nonempty & self.rd_data.ready)]
+        m.d.comb += [qw.addr.eq(prod), qw.data.eq(self.mem.rdata), qw.en.eq(push), qr.addr.eq(cons)]
+        if self.out_reg:
+            # the head word in a register (one more word of buffering): rd_data leaves a
+            # flip-flop, not the FIFO's LUT RAM, on its way to the accelerator's buffers
+            ov, od = Signal(), Signal(8 * V)
+            m.d.comb += [pop.eq(nonempty & (~ov | self.rd_data.ready)),
+                         self.rd_data.data.eq(od), self.rd_data.valid.eq(ov)]
+            with m.If(pop):
+                m.d.sync += [od.eq(qr.data), ov.eq(1)]
+            with m.Elif(self.rd_data.ready):
+                m.d.sync += ov.eq(0)
+        else:
+            m.d.comb += [self.rd_data.data.eq(qr.data), self.rd_data.valid.eq(nonempty),
+                         pop.eq(nonempty & self.rd_data.ready)]
         with m.If(push):
             m.d.sync += prod.eq(prod + 1)
         lvl = Signal(range(D + 1))

@@ -60,7 +60,9 @@ class SushiSoC(wiring.Component):
             m.submodules.ram = ram = SpramRam(width_bytes=V)
         else:
             m.submodules.ram = ram = GenericRam(width_bytes=V, words=self.mem_words)
-        m.submodules.bridge = br = DramBridge(width_bytes=V, addr_bits=link.abits, read_latency=2)
+        # the read data registered on the way out, but for the iCE40 (every flip-flop a logic cell)
+        m.submodules.bridge = br = DramBridge(width_bytes=V, addr_bits=link.abits, read_latency=2,
+                                              out_reg=self.ram != "spram")
 
         wiring.connect(m, link.csr, accel.csr)
         for ch in ("rd_cmd", "wr_cmd", "wr_data"):

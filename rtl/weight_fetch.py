@@ -1,5 +1,7 @@
 """CONV weight fetch, the Persistent Buffer (PB), its residency table, LOADSG and SETRES: tile ids
 -> DRAM bursts or PB copies into the double-buffered weight and record buffers."""
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Signal, Mux, Const, Cat
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -63,6 +65,20 @@ class WeightFetch(wiring.Component):
         m.d.comb += wbase.eq(self.weight_base)
         SB = _pb_bits(cfg)
 
+        regs = timing_regs(platform)
+
+        def staged(wp, name):
+            """The write port's inputs, registered on the way with the timing registers (the
+            register sits by its block RAM; DRAM data cross the die to it): the write lands a cycle
+            later, before anything reads the word (a buffer half is marked full, a LOADSG done,
+            cycles after its last write)."""
+            if not regs:
+                return wp
+            st = SimpleNamespace(**{f: Signal.like(getattr(wp, f), name=f"{name}_{f}")
+                                    for f in ("addr", "data", "en")})
+            m.d.sync += [wp.addr.eq(st.addr), wp.data.eq(st.data), wp.en.eq(st.en)]
+            return st
+
         # weight buffer
         wport = []
         for r in range(R):
@@ -71,7 +87,7 @@ class WeightFetch(wiring.Component):
             rp = mem.read_port()
             wp = mem.write_port()
             m.d.comb += [rp.addr.eq(self.w_raddr), self.w_rdata[8 * V * r:8 * V * (r + 1)].eq(rp.data)]
-            wport.append(wp)
+            wport.append(staged(wp, f"wst{r}"))
         pmem = Memory(shape=64 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
         m.submodules.pmem = pmem
         prp = pmem.read_port()
@@ -82,7 +98,6 @@ class WeightFetch(wiring.Component):
         fs = instr_fields(self.instr, Op.LOADSG)
         fr = instr_fields(self.instr, Op.SETRES)
         # (registered decodes with the timing registers: the instruction is stable before start)
-        regs = timing_regs(platform)
         is_sg = stable_copy(m, self.instr[:8] == Op.LOADSG, regs, "is_sg")
         is_sr = stable_copy(m, self.instr[:8] == Op.SETRES, regs, "is_sr")
 
@@ -117,7 +132,7 @@ class WeightFetch(wiring.Component):
                 mem = Memory(shape=8 * V, depth=PBT, init=[], attrs=BUFFER_ATTRS)
                 m.submodules[f"pbmem{r}"] = mem
                 pb_r.append(mem.read_port())
-                pb_w.append(mem.write_port())
+                pb_w.append(staged(mem.write_port(), f"pbst{r}"))
                 m.d.comb += pb_r[r].addr.eq(pb_slot)
 
         # loop bounds from the instruction, registered every cycle in two steps (kh*kw, then the

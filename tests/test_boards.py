@@ -150,9 +150,11 @@ def test_host_link_frames_under_back_pressure():
     assert counters[:2] == (0x2A00, 10) and counters[-1] == 0x01020304
 
 
-def test_dram_bridge_with_registered_read_data_and_stalls():
+@pytest.mark.parametrize("out_reg", [False, True])
+def test_dram_bridge_with_registered_read_data_and_stalls(out_reg):
     """DramBridge on a memory whose read data is registered (latency 2): writes then reads of the
-    same words back, the accelerator side stalling at random."""
+    same words back, the accelerator side stalling at random; with and without the registered
+    read-data output (the ECP5 SoC's)."""
     import random
 
     from amaranth.hdl import Module
@@ -161,7 +163,7 @@ def test_dram_bridge_with_registered_read_data_and_stalls():
     from boards.memory import DramBridge
     V, words = 4, 128
     m = Module()
-    m.submodules.br = br = DramBridge(width_bytes=V, addr_bits=7, read_latency=2)
+    m.submodules.br = br = DramBridge(width_bytes=V, addr_bits=7, read_latency=2, out_reg=out_reg)
     m.submodules.mem = mem = Memory(shape=8 * V, depth=words, init=[])
     _registered_memory(m, mem, br.mem)
     rng = random.Random(3)
@@ -209,6 +211,7 @@ def test_dram_bridge_with_registered_read_data_and_stalls():
     sim.add_testbench(bench)
     sim.run()
     assert bad == []
+
 
 def test_pll_parameters_reach_the_targets():
     assert ice40_pll_params(12, 30) == {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "f_out": 30.0}
@@ -274,11 +277,32 @@ def test_commands_register_build_and_deploy():
     assert a.out == "x" and a.func.__name__ == "cmd_deploy"
 
 
+def _check_post_route_timing(rep):
+    """report.json's post-route analysis (boards.sta on nextpnr's SDF) agrees with nextpnr's fmax
+    and, when timing is missed, names the failing endpoints."""
+    t = rep["timing"]
+    assert abs(t["fmax_mhz"] - rep["fmax_mhz"]) <= 0.01 * rep["fmax_mhz"], (t["fmax_mhz"], rep["fmax_mhz"])
+    assert (t["failing"] == 0) == rep["timing_met"]
+    if t["failing"]:
+        assert t["groups"][0]["ns"] == t["worst_ns"] and t["groups"][0]["endpoints"] >= 1
+
+
 @pytest.mark.bitstream
+@pytest.mark.ci_bitstream
+@pytest.mark.xdist_group("ulx3s_bitstream")
 def test_ulx3s_bitstream(tmp_path):
+    """The ulx3s preset (8x8 array) places, routes and packs for the ECP5-85F (~8 min, part of
+    the default suite and so of CI).  The 100 MHz target is not met yet: reported as xfail."""
     rep = build("ulx3s", None, tmp_path)
-    assert rep["fits"] and rep["bitstream"] and rep["utilization"]["dsps"]["used"] > 0
-    assert rep["fmax_mhz"] > 0 and "timing_met" in rep
+    u = rep["utilization"]
+    assert rep["fits"] and rep["bitstream"] and rep["fmax_mhz"] > 0
+    assert (tmp_path / "sushi_soc.bit").stat().st_size > 100_000
+    assert 64 <= u["dsps"]["used"] <= 156 and u["brams"]["used"] <= 208 and u["luts"]["used"] <= 83640
+    _check_post_route_timing(rep)
+    if not rep["timing_met"]:
+        g = rep["timing"]["groups"][0]
+        pytest.xfail(f"fits and routes, but 100 MHz is not met ({rep['fmax_mhz']} MHz, "
+                     f"{rep['timing']['failing']} failing endpoints; worst {g['signal']} <- {g['source']})")
 
 
 @pytest.mark.bitstream
@@ -291,6 +315,7 @@ def test_icebreaker_bitstream_fits(tmp_path):
     u = rep["utilization"]
     assert rep["fits"] and rep["bitstream"] and rep["fmax_mhz"] > 0
     assert u["lcs"]["used"] <= 5280 and u["dsps"]["used"] <= 8
+    _check_post_route_timing(rep)
     if not rep["timing_met"]:
         pytest.xfail(f"fits, but 30 MHz is not met ({rep['fmax_mhz']} MHz; it was 30.40 at the "
                      "session-5 RTL): see the critical path in build/nextpnr_report.json")
