@@ -93,16 +93,17 @@ class PeArray(wiring.Component):
 
         if deep:
             # stage 1: the memory words registered (the block RAM outputs drive only these)
+            # (the pipeline never stalls and a step's values move on every cycle: the datapath
+            # registers load every cycle, no enable net fanning out to hundreds of flip-flops;
+            # only the accumulators wait for an enabled step)
             a1, w1 = Signal(8 * V), Signal(8 * V * R)
-            with m.If(self.en):
-                m.d.sync += [a1.eq(Mux(self.inpad, self.a, 0)), w1.eq(self.w)]
+            m.d.sync += [a1.eq(Mux(self.inpad, self.a, 0)), w1.eq(self.w)]
             # stage 2: the depthwise row select (a wide mux) registered; the rest copied along
             c1 = ctl[1]
             a2, w02 = Signal(8 * V), Signal(8 * V)
             w2 = [w02] + [Signal(8 * V, name=f"w2_{r}") for r in range(1, R)]
-            with m.If(c1["en"]):
-                m.d.sync += [a2.eq(a1), w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))]
-                m.d.sync += [w2[r].eq(rows_of(w1)[r]) for r in range(1, R)]
+            m.d.sync += [a2.eq(a1), w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))]
+            m.d.sync += [w2[r].eq(rows_of(w1)[r]) for r in range(1, R)]
             a, wrows, cm = a2, w2, ctl[2]
         else:
             rows = rows_of(self.w)
@@ -122,20 +123,22 @@ class PeArray(wiring.Component):
                     m.d.comb += [prod[r][j].eq(o[:16]), prod[r][j + 1].eq(o[16:])]
                 continue
             for j in range(V):
-                with m.If(cm["en"]):     # products are only used by an enabled step
-                    m.d.sync += prod[r][j].eq(wr[8 * j:8 * j + 8].as_signed() * a[8 * j:8 * j + 8].as_signed())
+                pj = prod[r][j].eq(wr[8 * j:8 * j + 8].as_signed() * a[8 * j:8 * j + 8].as_signed())
+                if deep:
+                    m.d.sync += pj
+                else:
+                    with m.If(cm["en"]):     # products are only used by an enabled step
+                        m.d.sync += pj
         cp = ctl[L - 2] if deep else ctl[L - 1]     # the stage after the products
         if deep:
             # each row's products in two partial sums; depthwise: lane r's product of row 0
             H = (V + 1) // 2
             part = [[Signal(signed(16 + H.bit_length()), name=f"s{r}_{h}") for h in range(2)] for r in range(R)]
             for r in range(R):
-                with m.If(cp["en"]):
-                    m.d.sync += [part[r][0].eq(sum(prod[r][j] for j in range(H))),
-                                 part[r][1].eq(sum(prod[r][j] for j in range(H, V)) if V > H else 0)]
+                m.d.sync += [part[r][0].eq(sum(prod[r][j] for j in range(H))),
+                             part[r][1].eq(sum(prod[r][j] for j in range(H, V)) if V > H else 0)]
             dwp = [Signal(signed(16), name=f"dwp{r}") for r in range(min(R, V))]
-            with m.If(cp["en"] & cp["dw"]):
-                m.d.sync += [dwp[r].eq(prod[0][r]) for r in range(len(dwp))]
+            m.d.sync += [dwp[r].eq(prod[0][r]) for r in range(len(dwp))]
             dense_of = [part[r][0] + part[r][1] for r in range(R)]
             ca = ctl[L - 1]
         else:

@@ -79,10 +79,21 @@ class Postproc(wiring.Component):
                     m.d.sync += [los[k].eq(los[k - 1]), his[k].eq(his[k - 1])]
             lo, hi = los[N - 1], his[N - 1]
 
+        def load(k, stmt):
+            """Stage k's datapath register loads.  The pipeline never stalls, so a beat's values
+            move on every cycle: the deep form loads every cycle (no enable net fanning out to
+            every register of a stage, which cost ~8 ns of routing on the ECP5-85F); the small
+            forms load only with a beat (a flip-flop with an enable is free in an iCE40 LC,
+            and there is less simulation work)."""
+            if deep:
+                m.d.sync += stmt
+            else:
+                with m.If(v[k - 1]):
+                    m.d.sync += stmt
+
         def reg(k, value, shape, name):
             r = Signal(shape, name=name)
-            with m.If(v[k - 1]):     # datapath registers only load with a beat (less simulation work)
-                m.d.sync += r.eq(value)
+            load(k, r.eq(value))
             return r
 
         for j in range(V):
@@ -91,8 +102,7 @@ class Postproc(wiring.Component):
             mult = self.i.mult[16 * j:16 * j + 16]
             shs = [self.i.shift[6 * j:6 * j + 6]] + [Signal(6, name=f"sh{k}_{j}") for k in range(1, N)]
             for k in range(1, N):
-                with m.If(v[k - 1]):
-                    m.d.sync += shs[k].eq(shs[k - 1])
+                load(k, shs[k].eq(shs[k - 1]))
             if deep:    # the beat registered as it arrives (producers' block RAM outputs, muxes)
                 acc, bias = reg(1, acc, signed(32), f"acc_r{j}"), reg(1, bias, signed(32), f"bias_r{j}")
                 mult = reg(1, mult, 16, f"mult_r{j}")
