@@ -55,6 +55,37 @@ ICE40 = Family(
 FAMILIES = {"ecp5": ECP5, "ice40": ICE40}
 
 
+def _longest(node, arr: dict, start, preds):
+    """(arrival, predecessor) of ``node``: the longest path to it over ``preds(n)`` ((source,
+    delay) pairs) from nodes where ``start(n)`` is not None (their arrival); memoised in ``arr``.
+    Iterative (deep netlists); a source still being visited (a combinational loop) counts as 0."""
+    visiting = set()
+    stack = [node]
+    while stack:
+        n = stack[-1]
+        if n in arr:
+            stack.pop()
+            continue
+        t0 = start(n)
+        if t0 is not None:
+            arr[n] = (t0, None)
+            stack.pop()
+            continue
+        if n not in visiting:
+            visiting.add(n)
+            stack.extend(q for q, _ in preds(n) if q not in arr and q not in visiting)
+            continue
+        best = (None, None)
+        for q, d in preds(n):
+            t = (arr[q][0] if q in arr else 0.0) + d
+            if best[0] is None or t > best[0]:
+                best = (t, q if q in arr else None)
+        arr[n] = best if best[0] is not None else (0.0, None)
+        visiting.discard(n)
+        stack.pop()
+    return arr[node]
+
+
 def _is_seq(fam: Family, cell: dict) -> bool:
     t = cell["type"]
     if fam is ICE40 and t.startswith("SB_DFF"):
@@ -92,20 +123,12 @@ def _top(netlist: dict, top: "str | None") -> dict:
     return mods[top]
 
 
-def estimate(netlist: dict, family: str, period: float, top: str | None = None,
-             net_delays: "dict | None" = None) -> dict:
+def estimate(netlist: dict, family: str, period: float, top: str | None = None) -> dict:
     """Worst estimated arrival (ns) per register/memory input, the path behind it, and the
     endpoints grouped by signal; see the module docstring.  ``net_delays`` (bit -> ns, from
     ``routed_delays``) overrides the fixed routing estimate of the nets it names."""
     fam = FAMILIES[family]
     mod = _top(netlist, top)
-    if net_delays is None:
-        def hop(b, sink):
-            return fam.route
-    else:
-        def hop(b, sink):
-            d = net_delays.get((b, sink))
-            return d if d is not None else net_delays.get((b, None), fam.route)
     cells = mod["cells"]
     driver = {}                  # bit -> (cell name, port)
     for cname, c in cells.items():
@@ -117,51 +140,30 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None,
     seq = {cname: _is_seq(fam, c) for cname, c in cells.items()}
     arr: dict = {}               # bit -> (arrival at the driver's output, predecessor bit)
 
+    def start(b):
+        drv = driver.get(b)
+        if drv is None:
+            return 0.0
+        cname, port = drv
+        t = cells[cname]["type"]
+        if seq[cname] and port not in fam.comb_ports.get(t, ()):
+            return fam.clk_q.get(t, 0.5)
+        return None
+
+    def preds(b):
+        cname, _ = driver[b]
+        c = cells[cname]
+        t = c["type"]
+        cc = fam.carry_cells.get(t)
+        for p, d in c["port_directions"].items():
+            if d != "input" or (t == "TRELLIS_DPR16X4" and p != "RAD"):
+                continue
+            for ib in c["connections"].get(p, []):
+                if isinstance(ib, int):        # a dedicated carry chain, or a routed hop and the cell
+                    yield ib, fam.carry if cc and p == cc[0] else fam.route + fam.comb.get(t, 0.3)
+
     def out_arrival(bit):
-        stack = [bit]
-        while stack:
-            b = stack[-1]
-            if b in arr:
-                stack.pop()
-                continue
-            drv = driver.get(b)
-            if drv is None:
-                arr[b] = (0.0, None)
-                stack.pop()
-                continue
-            cname, port = drv
-            c = cells[cname]
-            t = c["type"]
-            if seq[cname] and port not in fam.comb_ports.get(t, ()):
-                arr[b] = (fam.clk_q.get(t, 0.5), None)
-                stack.pop()
-                continue
-            ins = []
-            for p, d in c["port_directions"].items():
-                if d != "input":
-                    continue
-                if t == "TRELLIS_DPR16X4" and p != "RAD":
-                    continue
-                for ib in c["connections"].get(p, []):
-                    if isinstance(ib, int):
-                        ins.append((p, ib))
-            pending = [ib for _, ib in ins if ib not in arr]
-            if pending:
-                stack.extend(pending)
-                continue
-            cc = fam.carry_cells.get(t)
-            best = (0.0, None)
-            for p, ib in ins:
-                a = arr[ib][0]
-                if cc and p == cc[0]:
-                    d = a + fam.carry               # dedicated carry chain
-                else:
-                    d = a + hop(ib, cname) + fam.comb.get(t, 0.3)
-                if d > best[0]:
-                    best = (d, ib)
-            arr[b] = best
-            stack.pop()
-        return arr[bit]
+        return _longest(bit, arr, start, preds)
 
     ends = []
     for cname, c in cells.items():
@@ -172,7 +174,7 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None,
                 continue
             for ib in c["connections"].get(p, []):
                 if isinstance(ib, int) and ib in driver:
-                    a = out_arrival(ib)[0] + hop(ib, cname) + fam.setup
+                    a = out_arrival(ib)[0] + fam.route + fam.setup
                     ends.append((a, cname, p, ib))
     names = _names(mod)
 
@@ -282,37 +284,15 @@ def sdf_timing(text: str, period: float) -> dict:
                         key = f"{inst}/{pin}"
                         setup[key] = max(setup.get(key, 0.0), d)
     arr = {}                             # pin -> (arrival ps, predecessor pin)
-    # constant drivers (nextpnr's $PACKER_GND / $PACKER_VCC) start no path
-    arr.update({p: (-1e9, None) for p in edges.keys() | {q for es in edges.values() for q, _ in es}
-                if p.startswith(("$PACKER_GND/", "$PACKER_VCC/"))})
-    visiting = set()
+    const = ("$PACKER_GND/", "$PACKER_VCC/")     # constant drivers start no path
+
+    def start(p):
+        if p.startswith(const):
+            return -1e9
+        return launch.get(p)             # a register's (or block RAM's) output
 
     def arrival(pin):
-        stack = [pin]
-        while stack:
-            p = stack[-1]
-            if p in arr:
-                stack.pop()
-                continue
-            if p in launch:              # a register's (or block RAM's) output
-                arr[p] = (launch[p], None)
-                stack.pop()
-                continue
-            srcs = edges.get(p, ())
-            if p not in visiting:
-                visiting.add(p)
-                # a source still being visited closes a combinational loop: it counts as 0
-                stack.extend(q for q, _ in srcs if q not in arr and q not in visiting)
-                continue
-            best = (-1e9 if srcs else 0.0, None)
-            for q, d in srcs:
-                t = arr[q][0] if q in arr else 0.0
-                if t + d > best[0]:
-                    best = (t + d, q if q in arr else None)
-            arr[p] = best
-            visiting.discard(p)
-            stack.pop()
-        return arr[pin][0]
+        return _longest(pin, arr, start, lambda p: edges.get(p, ()))[0]
 
     ends = []
     for pin, su in setup.items():
