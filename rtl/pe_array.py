@@ -96,12 +96,14 @@ class PeArray(wiring.Component):
             # (the pipeline never stalls and a step's values move on every cycle: the datapath
             # registers load every cycle, no enable net fanning out to hundreds of flip-flops;
             # only the accumulators wait for an enabled step)
-            a1, w1 = Signal(8 * V), Signal(8 * V * R)
+            # and they need no reset (reset_less: no reset net to each of them)
+            nr = dict(reset_less=True)
+            a1, w1 = Signal(8 * V, **nr), Signal(8 * V * R, **nr)
             m.d.sync += [a1.eq(Mux(self.inpad, self.a, 0)), w1.eq(self.w)]
             # stage 2: the depthwise row select (a wide mux) registered; the rest copied along
             c1 = ctl[1]
-            a2, w02 = Signal(8 * V), Signal(8 * V)
-            w2 = [w02] + [Signal(8 * V, name=f"w2_{r}") for r in range(1, R)]
+            a2, w02 = Signal(8 * V, **nr), Signal(8 * V, **nr)
+            w2 = [w02] + [Signal(8 * V, name=f"w2_{r}", **nr) for r in range(1, R)]
             m.d.sync += [a2.eq(a1), w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))]
             m.d.sync += [w2[r].eq(rows_of(w1)[r]) for r in range(1, R)]
             a, wrows, cm = a2, w2, ctl[2]
@@ -111,7 +113,7 @@ class PeArray(wiring.Component):
             wrows = [select(m, rows, self.dsel, self.dw)] + rows[1:]
             cm = ctl[0]
         # products
-        prod = [[Signal(signed(16), name=f"p{r}_{j}") for j in range(V)] for r in range(R)]
+        prod = [[Signal(signed(16), name=f"p{r}_{j}", reset_less=deep) for j in range(V)] for r in range(R)]
         dual = _dual_mac(platform)
         for r in range(R):
             wr = wrows[r]
@@ -133,11 +135,12 @@ class PeArray(wiring.Component):
         if deep:
             # each row's products in two partial sums; depthwise: lane r's product of row 0
             H = (V + 1) // 2
-            part = [[Signal(signed(16 + H.bit_length()), name=f"s{r}_{h}") for h in range(2)] for r in range(R)]
+            part = [[Signal(signed(16 + H.bit_length()), name=f"s{r}_{h}", **nr) for h in range(2)]
+                    for r in range(R)]
             for r in range(R):
                 m.d.sync += [part[r][0].eq(sum(prod[r][j] for j in range(H))),
                              part[r][1].eq(sum(prod[r][j] for j in range(H, V)) if V > H else 0)]
-            dwp = [Signal(signed(16), name=f"dwp{r}") for r in range(min(R, V))]
+            dwp = [Signal(signed(16), name=f"dwp{r}", **nr) for r in range(min(R, V))]
             m.d.sync += [dwp[r].eq(prod[0][r]) for r in range(len(dwp))]
             dense_of = [part[r][0] + part[r][1] for r in range(R)]
             ca = ctl[L - 1]

@@ -81,8 +81,8 @@ class Postproc(wiring.Component):
 
         def load(k, stmt):
             """Stage k's datapath register loads.  The pipeline never stalls, so a beat's values
-            move on every cycle: the deep form loads every cycle (no enable net fanning out to
-            every register of a stage, which cost ~8 ns of routing on the ECP5-85F); the small
+            move on every cycle: the deep form loads every cycle, without a reset (no enable or
+            reset net fanning out to every register of a stage: ~8 ns of ECP5-85F routing); the small
             forms load only with a beat (a flip-flop with an enable is free in an iCE40 LC,
             and there is less simulation work)."""
             if deep:
@@ -92,7 +92,7 @@ class Postproc(wiring.Component):
                     m.d.sync += stmt
 
         def reg(k, value, shape, name):
-            r = Signal(shape, name=name)
+            r = Signal(shape, name=name, reset_less=deep)
             load(k, r.eq(value))
             return r
 
@@ -100,7 +100,8 @@ class Postproc(wiring.Component):
             acc = self.i.acc[32 * j:32 * j + 32].as_signed()
             bias = self.i.bias[32 * j:32 * j + 32].as_signed()
             mult = self.i.mult[16 * j:16 * j + 16]
-            shs = [self.i.shift[6 * j:6 * j + 6]] + [Signal(6, name=f"sh{k}_{j}") for k in range(1, N)]
+            shs = [self.i.shift[6 * j:6 * j + 6]] + [Signal(6, name=f"sh{k}_{j}", reset_less=deep)
+                                                     for k in range(1, N)]
             for k in range(1, N):
                 load(k, shs[k].eq(shs[k - 1]))
             if deep:    # the beat registered as it arrives (producers' block RAM outputs, muxes)
