@@ -76,7 +76,11 @@ class WeightFetch(wiring.Component):
                 return wp
             st = SimpleNamespace(**{f: Signal.like(getattr(wp, f), name=f"{name}_{f}")
                                     for f in ("addr", "data", "en")})
-            m.d.sync += [wp.addr.eq(st.addr), wp.data.eq(st.data), wp.en.eq(st.en)]
+            # address and data need no reset (only the enable does)
+            a, d = (Signal.like(getattr(wp, f), name=f"{name}_{f}_r", reset_less=True)
+                    for f in ("addr", "data"))
+            m.d.sync += [a.eq(st.addr), d.eq(st.data), wp.en.eq(st.en)]
+            m.d.comb += [wp.addr.eq(a), wp.data.eq(d)]
             return st
 
         # weight buffer
