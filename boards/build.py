@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtl.bus import DUP
 from sushi.config import AccelConfig, load_config
 
 __all__ = ["BOARDS", "Board", "BoardError", "build", "parse_nextpnr_log", "DEFAULT_BAUD"]
@@ -129,6 +130,8 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
     after_read = ["proc", "memory_collect",
                   "setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 a:no_rw_check %i"]
     after_read += [f'setattr -set ram_style "block" */{n}' for n in b.bram_memories]
+    # the fan-out copies (rtl.bus.fanout_copies) stay separate flip-flops
+    after_read += [f"setattr -set keep 1 w:*{DUP}* %ci1 c:* %i"]
     kw["script_after_read"] = "\n".join(after_read)
     say(f"elaborating SushiSoC ({cfg.name}) for {b.name}")
     plan = plat.build(top, **kw)

@@ -85,6 +85,23 @@ def stable_copy(m, value, regs: bool, name: str):
     return r
 
 
+#: the name suffix of fan-out copies (``fanout_copies``); the board builds keep their flip-flops
+#: apart (yosys would otherwise merge identical flip-flops back into one)
+DUP = "_dup"
+
+
+def fanout_copies(m, value, n: int, regs: bool, name: str) -> list:
+    """``n`` registered copies of ``value`` when ``regs`` (each can sit beside its share of a
+    wide fan-out: a select driving hundreds of mux LUTs, a word feeding a row of DSPs), else
+    ``n`` times ``value`` itself."""
+    from amaranth.hdl import Signal
+    if not regs:
+        return [value] * n
+    copies = [Signal.like(value, name=f"{name}{DUP}{k}") for k in range(n)]
+    m.d.sync += [c.eq(value) for c in copies]
+    return copies
+
+
 #: attributes of the accelerator's buffers: no unit reads a word in the cycle it is written (the
 #: double-buffered halves, the tables filled before use, instructions that never read their own
 #: output), so synthesis may leave out the read-during-write bypass logic it would otherwise add

@@ -5,6 +5,8 @@ from amaranth.lib.wiring import In, Out
 
 from sushi.config import AccelConfig
 
+from .bus import fanout_copies, timing_regs
+
 __all__ = ["PeArray", "ICE40_DUAL_MAC", "latency"]
 
 #: on iCE40 (or when True): two products per SB_MAC16 in its two-8x8-multiplier mode (half the
@@ -102,21 +104,30 @@ class PeArray(wiring.Component):
             m.d.sync += [a1.eq(Mux(self.inpad, self.a, 0)), w1.eq(self.w)]
             # stage 2: the depthwise row select (a wide mux) registered; the rest copied along
             c1 = ctl[1]
-            a2, w02 = Signal(8 * V, **nr), Signal(8 * V, **nr)
+            w02 = Signal(8 * V, **nr)
             w2 = [w02] + [Signal(8 * V, name=f"w2_{r}", **nr) for r in range(1, R)]
-            m.d.sync += [a2.eq(a1), w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))]
+            m.d.sync += w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))
             m.d.sync += [w2[r].eq(rows_of(w1)[r]) for r in range(1, R)]
-            a, wrows, cm = a2, w2, ctl[2]
+            # the activation word, one copy per row with the timing registers (each row's
+            # multipliers sit elsewhere on the die: one register feeding all R of them was the
+            # longest route into the DSPs)
+            if timing_regs(platform):
+                arows = fanout_copies(m, a1, R, True, "a2")
+            else:
+                a2 = Signal(8 * V, **nr)
+                m.d.sync += a2.eq(a1)
+                arows = [a2] * R
+            wrows, cm = w2, ctl[2]
         else:
             rows = rows_of(self.w)
-            a = Mux(self.inpad, self.a, 0)
+            arows = [Mux(self.inpad, self.a, 0)] * R
             wrows = [select(m, rows, self.dsel, self.dw)] + rows[1:]
             cm = ctl[0]
         # products
         prod = [[Signal(signed(16), name=f"p{r}_{j}", reset_less=deep) for j in range(V)] for r in range(R)]
         dual = _dual_mac(platform)
         for r in range(R):
-            wr = wrows[r]
+            wr, a = wrows[r], arows[r]
             if dual:                    # products j, j+1 in one SB_MAC16 (V is even)
                 for j in range(0, V, 2):
                     o = Signal(32, name=f"mac{r}_{j}")

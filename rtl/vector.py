@@ -8,7 +8,8 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import LUT_BYTES, Op
 
-from .bus import BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, instr_fields, stable_copy, timing_regs
+from .bus import (BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, fanout_copies, instr_fields,
+                  stable_copy, timing_regs)
 from .postproc import PostprocSignature
 from .window import WindowSignature
 
@@ -61,6 +62,15 @@ class VectorUnit(wiring.Component):
         is_pool = stable_copy(m, opc == Op.POOL, regs, "is_pool") if POOL else Const(0)
         is_mul = stable_copy(m, opc == Op.MUL, regs, "is_mul") if MUL else Const(0)
         is_lut = stable_copy(m, opc == Op.LUT, regs, "is_lut") if LUT else Const(0)
+        # each lane's share of the beat select (hundreds of mux LUTs per decode) from its own
+        # copy of the decode, with the timing registers
+        def lane_sel(on, op, reg, name):
+            if not on:
+                return None
+            return fanout_copies(m, opc == op, V, True, name) if regs else [reg] * V
+        lane_pool = lane_sel(POOL, Op.POOL, is_pool, "is_pool_l")
+        lane_mul = lane_sel(MUL, Op.MUL, is_mul, "is_mul_l")
+        lane_lut = lane_sel(LUT, Op.LUT, is_lut, "is_lut_l")
         fp = instr_fields(self.instr, Op.POOL)
         fa = instr_fields(self.instr, Op.ADD)
         fm = instr_fields(self.instr, Op.MUL)
@@ -70,7 +80,7 @@ class VectorUnit(wiring.Component):
         lane = lambda v, j: v[8 * j:8 * j + 8].as_signed()
         wait = Signal(3)
         fsm_states = []         # (state name, opcode test, sync statements on start)
-        beats = []              # (opcode test, valid, tag, lo, hi, [(acc, mult, shift) per lane])
+        beats = []              # (opcode test, per-lane tests, valid, tag, lo, hi, [(acc, mult, shift) per lane])
 
         # ---------------- POOL
         if POOL:
@@ -108,7 +118,7 @@ class VectorUnit(wiring.Component):
                 sm = Mux(first2, 0, pacc[j]) + Mux(inpad2, a, 0)
                 with m.If(en2):
                     m.d.sync += pacc[j].eq(Mux(avg, sm, mx) if PMAX and PAVG else (sm if PAVG else mx))
-            beats.append((is_pool, pv3, ptag3, fp["clamp_lo"], fp["clamp_hi"],
+            beats.append((is_pool, lane_pool, pv3, ptag3, fp["clamp_lo"], fp["clamp_hi"],
                           [(pacc[j], Mux(avg, fp["mult"], 1), Mux(avg, fp["shift"], 0)) for j in range(V)]))
 
         # ---------------- ADD / MUL (a, b read on alternating cycles)
@@ -209,10 +219,10 @@ class VectorUnit(wiring.Component):
             with m.If(aen3 & aph3):
                 m.d.sync += xtag.eq(atag3)
             if MUL:
-                beats.append((is_mul, xv, xtag, fm["clamp_lo"], fm["clamp_hi"],
+                beats.append((is_mul, lane_mul, xv, xtag, fm["clamp_lo"], fm["clamp_hi"],
                               [(xr[j], fm["mult"], fm["shift"]) for j in range(V)]))
             if ADD:
-                add_beat = (None, xv, xtag, fa["clamp_lo"], fa["clamp_hi"],
+                add_beat = (None, None, xv, xtag, fa["clamp_lo"], fa["clamp_hi"],
                             [(xr[j], 1, fa["shift"]) for j in range(V)])
 
         # ---------------- LUT
@@ -256,7 +266,7 @@ class VectorUnit(wiring.Component):
                 m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(lin[8 * j:8 * j + lb])
             with m.If(lissue):
                 m.d.sync += [li.eq(li + 1), a_ptr.eq(a_ptr + 1), raddr.eq(a_ptr + 1), lend.eq(li == lw_last)]
-            beats.append((is_lut, len2, ltag2, -128, 127,
+            beats.append((is_lut, lane_lut, len2, ltag2, -128, 127,
                           [(tab_r[j].data.word_select(lsel2[lb * j:lb * (j + 1)], 8).as_signed(), 1, 0)
                            for j in range(V)]))
 
@@ -272,13 +282,17 @@ class VectorUnit(wiring.Component):
             addr = Mux(is_pool, win.addr, addr) if (AM or LUT) else win.addr
         m.d.comb += [self.buf_ren.eq(1), self.buf_raddr.eq(addr), self.pp.bias.eq(0)]
 
-        def beat(valid, tag, lo, hi, lanes):
+        def beat(valid, tag, lo, hi):
             m.d.comb += [self.pp.valid.eq(valid), self.pp.tag.eq(tag), self.pp.lo.eq(lo), self.pp.hi.eq(hi)]
-            for j, (acc, mult, shift) in enumerate(lanes):
-                m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(acc),
-                             self.pp.mult[16 * j:16 * j + 16].eq(mult),
-                             self.pp.shift[6 * j:6 * j + 6].eq(shift)]
-        _chain(m, [(test, lambda r=rest: beat(*r)) for test, *rest in beats])
+
+        def lane_beat(j, acc, mult, shift):
+            m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(acc),
+                         self.pp.mult[16 * j:16 * j + 16].eq(mult),
+                         self.pp.shift[6 * j:6 * j + 6].eq(shift)]
+        _chain(m, [(test, lambda r=rest: beat(*r[:4])) for test, _, *rest in beats])
+        for j in range(V):
+            _chain(m, [(lt[j] if lt else None, lambda r=rest, j=j: lane_beat(j, *r[4][j]))
+                       for _, lt, *rest in beats])
 
         with m.FSM():
             with m.State("IDLE"):
