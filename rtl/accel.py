@@ -164,15 +164,21 @@ class SushiAccel(wiring.Component):
         # the post-processor's input: the vector unit's beat or the CONV engine's; with the timing
         # registers each lane's slice of the select is its own copy of is_vec_r (hundreds of mux
         # LUTs in all)
-        V = cfg.pe_cols
-        lane_vec = fanout_copies(m, is_vec, V, True, "is_vec_l") if regs else [is_vec_r] * V
-        for name in ("valid", "tag", "lo", "hi"):
-            m.d.comb += getattr(pp.i, name).eq(Mux(is_vec_r, getattr(vec.pp, name), getattr(conv.pp, name)))
-        for name, w in (("acc", 32), ("bias", 32), ("mult", 16), ("shift", 6)):
-            src_v, src_c, dst = getattr(vec.pp, name), getattr(conv.pp, name), getattr(pp.i, name)
-            for j in range(V):
-                m.d.comb += dst[w * j:w * (j + 1)].eq(Mux(lane_vec[j], src_v[w * j:w * (j + 1)],
-                                                          src_c[w * j:w * (j + 1)]))
+        if regs:
+            V = cfg.pe_cols
+            lane_vec = fanout_copies(m, is_vec, V, True, "is_vec_l")
+            for name in ("valid", "tag", "lo", "hi"):
+                m.d.comb += getattr(pp.i, name).eq(Mux(is_vec_r, getattr(vec.pp, name), getattr(conv.pp, name)))
+            for name, w in (("acc", 32), ("bias", 32), ("mult", 16), ("shift", 6)):
+                src_v, src_c, dst = getattr(vec.pp, name), getattr(conv.pp, name), getattr(pp.i, name)
+                for j in range(V):
+                    m.d.comb += dst[w * j:w * (j + 1)].eq(Mux(lane_vec[j], src_v[w * j:w * (j + 1)],
+                                                              src_c[w * j:w * (j + 1)]))
+        else:
+            with m.If(is_vec_r):
+                wiring.connect(m, vec.pp, pp.i)
+            with m.Else():
+                wiring.connect(m, conv.pp, pp.i)
         # the write port: with the timing registers a cycle late (no unit reads a word it wrote in
         # the same instruction, and the next instruction starts cycles after the last write)
         wdom = m.d.sync if regs else m.d.comb

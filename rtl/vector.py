@@ -64,13 +64,11 @@ class VectorUnit(wiring.Component):
         is_lut = stable_copy(m, opc == Op.LUT, regs, "is_lut") if LUT else Const(0)
         # each lane's share of the beat select (hundreds of mux LUTs per decode) from its own
         # copy of the decode, with the timing registers
-        def lane_sel(on, op, reg, name):
-            if not on:
-                return None
-            return fanout_copies(m, opc == op, V, True, name) if regs else [reg] * V
-        lane_pool = lane_sel(POOL, Op.POOL, is_pool, "is_pool_l")
-        lane_mul = lane_sel(MUL, Op.MUL, is_mul, "is_mul_l")
-        lane_lut = lane_sel(LUT, Op.LUT, is_lut, "is_lut_l")
+        def lane_sel(on, op, name):
+            return fanout_copies(m, opc == op, V, True, name) if on and regs else None
+        lane_pool = lane_sel(POOL, Op.POOL, "is_pool_l")
+        lane_mul = lane_sel(MUL, Op.MUL, "is_mul_l")
+        lane_lut = lane_sel(LUT, Op.LUT, "is_lut_l")
         fp = instr_fields(self.instr, Op.POOL)
         fa = instr_fields(self.instr, Op.ADD)
         fm = instr_fields(self.instr, Op.MUL)
@@ -282,17 +280,22 @@ class VectorUnit(wiring.Component):
             addr = Mux(is_pool, win.addr, addr) if (AM or LUT) else win.addr
         m.d.comb += [self.buf_ren.eq(1), self.buf_raddr.eq(addr), self.pp.bias.eq(0)]
 
-        def beat(valid, tag, lo, hi):
+        def beat(valid, tag, lo, hi, lanes=()):
             m.d.comb += [self.pp.valid.eq(valid), self.pp.tag.eq(tag), self.pp.lo.eq(lo), self.pp.hi.eq(hi)]
+            for j, lane_values in enumerate(lanes):
+                lane_beat(j, *lane_values)
 
         def lane_beat(j, acc, mult, shift):
             m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(acc),
                          self.pp.mult[16 * j:16 * j + 16].eq(mult),
                          self.pp.shift[6 * j:6 * j + 6].eq(shift)]
-        _chain(m, [(test, lambda r=rest: beat(*r[:4])) for test, _, *rest in beats])
-        for j in range(V):
-            _chain(m, [(lt[j] if lt else None, lambda r=rest, j=j: lane_beat(j, *r[4][j]))
-                       for _, lt, *rest in beats])
+        if regs:        # the lanes' selects from their own decode copies
+            _chain(m, [(test, lambda r=rest: beat(*r[:4])) for test, _, *rest in beats])
+            for j in range(V):
+                _chain(m, [(lt[j] if lt else None, lambda r=rest, j=j: lane_beat(j, *r[4][j]))
+                           for _, lt, *rest in beats])
+        else:           # one select for the whole beat
+            _chain(m, [(test, lambda r=rest: beat(*r)) for test, _, *rest in beats])
 
         with m.FSM():
             with m.State("IDLE"):
