@@ -110,12 +110,21 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [pv3.eq(en2 & last2), ptag3.eq(tag2)]
             # |sum| <= 255*255*128 < 2**23 (kh, kw are 8-bit): 24 bits are exact; a max is 8 bits
             pacc = [Signal(signed(24 if PAVG else 8), name=f"pacc{j}") for j in range(V)]
+            # the accumulate controls, one copy per lane with the deep pipeline's timing registers
+            # (each drives a lane's 24-bit adder and mux); ``avg`` is an instruction field,
+            # stable from before ``start``
+            if cfg.deep_pipeline and regs:
+                en_l, first_l, inpad_l = (fanout_copies(m, x, V, True, n) for x, n in
+                                          ((en1, "pen"), (first1, "pfirst"), (inpad1, "pinpad")))
+                avg_l = fanout_copies(m, avg, V, True, "pavg") if PMAX and PAVG else [avg] * V
+            else:
+                en_l, first_l, inpad_l, avg_l = [en2] * V, [first2] * V, [inpad2] * V, [avg] * V
             for j in range(V):
                 a = lane(prd, j)
-                mx = Mux(first2, Mux(inpad2, a, -128), Mux(inpad2 & (a > pacc[j]), a, pacc[j]))
-                sm = Mux(first2, 0, pacc[j]) + Mux(inpad2, a, 0)
-                with m.If(en2):
-                    m.d.sync += pacc[j].eq(Mux(avg, sm, mx) if PMAX and PAVG else (sm if PAVG else mx))
+                mx = Mux(first_l[j], Mux(inpad_l[j], a, -128), Mux(inpad_l[j] & (a > pacc[j]), a, pacc[j]))
+                sm = Mux(first_l[j], 0, pacc[j]) + Mux(inpad_l[j], a, 0)
+                with m.If(en_l[j]):
+                    m.d.sync += pacc[j].eq(Mux(avg_l[j], sm, mx) if PMAX and PAVG else (sm if PAVG else mx))
             beats.append((is_pool, lane_pool, pv3, ptag3, fp["clamp_lo"], fp["clamp_hi"],
                           [(pacc[j], Mux(avg, fp["mult"], 1), Mux(avg, fp["shift"], 0)) for j in range(V)]))
 
