@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.bus import CmdSignature, DataSignature
+from rtl.bus import DUP, CmdSignature, DataSignature
 from sim.dram_model import MEM_MODULE
 
 from .link import MemPortSignature
@@ -20,20 +20,56 @@ SPRAM_WORDS = 16384
 class GenericRam(wiring.Component):
     """``words`` x ``8*width_bytes`` bits: the Verilog black box ``sushi_dram_mem`` of
     :func:`sim.dram_model.mem_verilog` (add that file next to the design).  Yosys infers block RAM
-    from it (ECP5); an Amaranth ``Memory`` this deep takes minutes to convert."""
+    from it (ECP5); an Amaranth ``Memory`` this deep takes minutes to convert.
 
-    def __init__(self, *, width_bytes: int, words: int):
-        self.width_bytes, self.words = width_bytes, words
+    ``banks`` > 1: that many ``sushi_dram_mem`` of ``words/banks`` words, each with its own
+    registered copy of the port's inputs (a copy sits by its bank's block RAMs; one register
+    driving all 64 block RAMs of 128 KiB across the die was a 15 ns route) and the read data
+    selected by the bank of the last read: read latency 2 (the input registers, the block RAM)
+    instead of 1."""
+
+    def __init__(self, *, width_bytes: int, words: int, banks: int = 1):
+        if banks < 1 or banks & (banks - 1) or words % banks:
+            raise ValueError(f"'banks' must be a power of two dividing {words}, not {banks!r}")
+        self.width_bytes, self.words, self.banks = width_bytes, words, banks
+        self.read_latency = 1 if banks == 1 else 2
         super().__init__({"port": In(MemPortSignature(addr_bits=max(1, (words - 1).bit_length()),
                                                       data_bits=8 * width_bytes))})
 
     def elaborate(self, platform):
         m = Module()
         p = self.port
-        m.submodules.mem = Instance(
-            MEM_MODULE, p_W=8 * self.width_bytes, p_AW=len(p.addr), i_clk=ClockSignal("sync"),
-            i_raddr=p.addr, i_ren=p.en & ~p.we, o_rdata=p.rdata,
-            i_waddr=p.addr, i_we=p.en & p.we, i_wdata=p.wdata)
+        W = 8 * self.width_bytes
+        if self.banks == 1:
+            m.submodules.mem = Instance(
+                MEM_MODULE, p_W=W, p_AW=len(p.addr), i_clk=ClockSignal("sync"),
+                i_raddr=p.addr, i_ren=p.en & ~p.we, o_rdata=p.rdata,
+                i_waddr=p.addr, i_we=p.en & p.we, i_wdata=p.wdata)
+            return m
+        lb = (self.words // self.banks - 1).bit_length()        # address bits inside a bank
+        bank = p.addr[lb:]
+        outs = []
+        for k in range(self.banks):
+            # the copies are named *_dup* (rtl.bus.DUP): board builds keep them apart
+            a = Signal(lb, name=f"bank{k}{DUP}_addr", reset_less=True)
+            d = Signal(W, name=f"bank{k}{DUP}_wdata", reset_less=True)
+            ren, we = Signal(name=f"bank{k}_ren"), Signal(name=f"bank{k}_we")
+            hit = p.en & (bank == k)
+            m.d.sync += [a.eq(p.addr[:lb]), d.eq(p.wdata), ren.eq(hit & ~p.we), we.eq(hit & p.we)]
+            o = Signal(W, name=f"bank{k}_rdata")
+            m.submodules[f"mem{k}"] = Instance(
+                MEM_MODULE, p_W=W, p_AW=lb, i_clk=ClockSignal("sync"),
+                i_raddr=a, i_ren=ren, o_rdata=o, i_waddr=a, i_we=we, i_wdata=d)
+            outs.append(o)
+        # the bank of the read in flight: registered with the inputs, then with the block RAM
+        sel1, sel2, rd1 = Signal.like(bank), Signal.like(bank), Signal()
+        m.d.sync += [sel1.eq(bank), rd1.eq(p.en & ~p.we)]
+        with m.If(rd1):
+            m.d.sync += sel2.eq(sel1)
+        with m.Switch(sel2):
+            for k in range(self.banks):
+                with m.Case(k):
+                    m.d.comb += p.rdata.eq(outs[k])
         return m
 
 

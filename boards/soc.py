@@ -54,15 +54,16 @@ class SushiSoC(wiring.Component):
         m = Module()
         cfg, V = self.cfg, self.cfg.pe_cols
         m.submodules.accel = accel = SushiAccel(cfg)
-        # block RAM memory (ECP5, simulation): the port's inputs registered too (they reach every
-        # one of its block RAMs, spread over the die): read latency 3; SPRAM: 2
+        # block RAM memory (ECP5, simulation): 8 banks, the port's inputs registered per bank (they
+        # reach block RAMs all over the die): read latency 3 with the output register; SPRAM: 2
         lat = 2 if self.ram == "spram" else 3
         m.submodules.link = link = HostLink(width_bytes=V, mem_words=self.mem_words,
                                             timeout_cycles=self.timeout_cycles, read_latency=lat)
         if self.ram == "spram":
             m.submodules.ram = ram = SpramRam(width_bytes=V)
         else:
-            m.submodules.ram = ram = GenericRam(width_bytes=V, words=self.mem_words)
+            m.submodules.ram = ram = GenericRam(width_bytes=V, words=self.mem_words,
+                                                banks=min(8, self.mem_words))
         # the read data registered on the way out, but for the iCE40 (every flip-flop a logic cell)
         m.submodules.bridge = br = DramBridge(width_bytes=V, addr_bits=link.abits, read_latency=lat,
                                               out_reg=self.ram != "spram")
@@ -79,13 +80,12 @@ class SushiSoC(wiring.Component):
         rdata = Signal(8 * V)               # registered (read latency 2 or 3, link and bridge)
         m.d.sync += rdata.eq(rp.rdata)
         m.d.comb += [link.mem.rdata.eq(rdata), br.mem.rdata.eq(rdata)]
-        dom = m.d.comb if lat == 2 else m.d.sync
         with m.If(src):
-            dom += [rp.addr.eq(br.mem.addr), rp.en.eq(br.mem.en), rp.we.eq(br.mem.we),
-                    rp.wdata.eq(br.mem.wdata)]
+            m.d.comb += [rp.addr.eq(br.mem.addr), rp.en.eq(br.mem.en), rp.we.eq(br.mem.we),
+                         rp.wdata.eq(br.mem.wdata)]
         with m.Else():
-            dom += [rp.addr.eq(link.mem.addr), rp.en.eq(link.mem.en), rp.we.eq(link.mem.we),
-                    rp.wdata.eq(link.mem.wdata)]
+            m.d.comb += [rp.addr.eq(link.mem.addr), rp.en.eq(link.mem.en), rp.we.eq(link.mem.we),
+                         rp.wdata.eq(link.mem.wdata)]
 
         if self.link == "stream":
             wiring.connect(m, wiring.flipped(self.rx), link.rx)
