@@ -97,7 +97,7 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
 
     ``do_build``: True (synthesis, place and route, bitstream), False (elaborate only) or
     ``"synth"`` (synthesis only, then ``boards.sta``'s pre-placement timing estimate in the
-    report's ``sta`` entry: seconds instead of the ULX3S's ~18 min of placement and routing).
+    report's ``sta`` entry: seconds instead of the ULX3S's ~5-8 min of placement and routing).
 
     Report: board, config, clock/target/fmax (MHz), timing_met, utilization (used, available),
     steps with their seconds, bitstream path.  A design that does not fit raises BoardError naming

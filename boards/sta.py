@@ -1,7 +1,7 @@
-"""A quick pre-placement timing estimate of a synthesized netlist (yosys JSON, after synth_ecp5 or
-synth_ice40): every register-to-register path's logic delays from the device family's cell
-delays, plus a fixed routing estimate per net hop.  Placement and routing of the ULX3S SoC take
-~18 min; synthesis ~1 min, and this estimate seconds.  It ranks paths (every failing endpoint,
+"""Timing analysis of the board builds.  Before placement, a quick estimate of a synthesized
+netlist (yosys JSON, after synth_ecp5 or synth_ice40): every register-to-register path's logic
+delays from the device family's cell delays, plus a fixed routing estimate per net hop.  Placement
+and routing of the ULX3S SoC take ~5 min; synthesis ~35 s, and this estimate seconds.  It ranks paths (every failing endpoint,
 grouped by signal), it does not sign off: nextpnr's report is the measurement.
 
     python -m boards.sta build/sushi_soc.json --family ecp5 --period 10 [--top 40]

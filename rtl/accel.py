@@ -168,7 +168,8 @@ class SushiAccel(wiring.Component):
             V = cfg.pe_cols
             lane_vec = fanout_copies(m, is_vec, V, True, "is_vec_l")
             for name in ("valid", "tag", "lo", "hi"):
-                m.d.comb += getattr(pp.i, name).eq(Mux(is_vec_r, getattr(vec.pp, name), getattr(conv.pp, name)))
+                m.d.comb += getattr(pp.i, name).eq(Mux(is_vec_r, getattr(vec.pp, name),
+                                                       getattr(conv.pp, name)))
             for name, w in (("acc", 32), ("bias", 32), ("mult", 16), ("shift", 6)):
                 src_v, src_c, dst = getattr(vec.pp, name), getattr(conv.pp, name), getattr(pp.i, name)
                 for j in range(V):

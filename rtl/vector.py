@@ -78,7 +78,7 @@ class VectorUnit(wiring.Component):
         lane = lambda v, j: v[8 * j:8 * j + 8].as_signed()
         wait = Signal(3)
         fsm_states = []         # (state name, opcode test, sync statements on start)
-        beats = []              # (opcode test, per-lane tests, valid, tag, lo, hi, [(acc, mult, shift) per lane])
+        beats = []              # (opcode test, lane tests, valid, tag, lo, hi, [(acc, mult, shift) per lane])
 
         # ---------------- POOL
         if POOL:
