@@ -341,28 +341,26 @@ def main(argv=None) -> int:
     if args.sdf:
         with open(args.sdf) as fh:
             r = sdf_timing(fh.read(), args.period)
-        print(f"{r['failing']} of {r['endpoints']} endpoints over {args.period} ns (post-route, SDF); "
-              f"worst {r['worst_ns']} ns ({r['fmax_mhz']} MHz); {len(r['groups'])} signal groups")
-        for g in r["groups"][:args.top]:
-            print(f"{g['ns']:6.2f}  {g['endpoints']:5d}  {g['signal']}  <-  {g['source']}  "
-                  f"({len(g['path'])} pins)")
-            if args.full:
-                for pin, t in g["path"]:
-                    print(f"          {t:7.3f}  {pin}")
+        head = f"(post-route, SDF); worst {r['worst_ns']} ns ({r['fmax_mhz']} MHz)"
+        _print_groups(r, args, head, "ns", "pins", lambda step: f"{step[1]:7.3f}  {step[0]}")
         return 0
     if not args.netlist or not args.family:
         ap.error("a netlist and --family, or --sdf")
     with open(args.netlist) as fh:
         r = estimate(json.load(fh), args.family, args.period)
-    print(f"{r['failing']} of {r['endpoints']} endpoints over {args.period} ns (estimate); "
-          f"worst {r['worst_ns']} ns; {len(r['groups'])} signal groups")
+    _print_groups(r, args, f"(estimate); worst {r['worst_ns']} ns", "est_ns", "hops", str)
+    return 0
+
+
+def _print_groups(r: dict, args, head: str, ns_key: str, unit: str, step) -> None:
+    print(f"{r['failing']} of {r['endpoints']} endpoints over {args.period} ns {head}; "
+          f"{len(r['groups'])} signal groups")
     for g in r["groups"][:args.top]:
-        print(f"{g['est_ns']:6.2f}  {g['endpoints']:5d}  {g['signal']}  <-  {g['source']}  "
-              f"({len(g['path'])} hops)")
+        print(f"{g[ns_key]:6.2f}  {g['endpoints']:5d}  {g['signal']}  <-  {g['source']}  "
+              f"({len(g['path'])} {unit})")
         if args.full:
             for s in g["path"]:
-                print("          ", s)
-    return 0
+                print("          ", step(s))
 
 
 if __name__ == "__main__":

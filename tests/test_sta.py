@@ -103,7 +103,7 @@ def test_sdf_timing_agrees_with_nextpnr(tmp_path, family):
     assert relaxed["failing"] == 0 and relaxed["groups"] == [] and relaxed["endpoints"] == r["endpoints"]
 
 
-def test_sdf_timing_by_hand():
+def test_sdf_timing_by_hand(tmp_path, capsys):
     """A two-flip-flop SDF written by hand: arrival = clock-to-out + wire + LUT + wire + setup;
     a constant driver starts no path."""
     sdf = """(DELAYFILE (SDFVERSION "3.0") (TIMESCALE 1ps)
@@ -119,6 +119,10 @@ def test_sdf_timing_by_hand():
       (CELL (CELLTYPE "TRELLIS_FF") (INSTANCE dst)
         (DELAY (ABSOLUTE (IOPATH CLK Q (400:450:500) (400:450:500))))
         (TIMINGCHECK (SETUPHOLD (posedge DI) (posedge CLK) (100:100:100) (0:0:0)))))"""
+    (tmp_path / "t.sdf").write_text(sdf)
+    assert main(["--sdf", str(tmp_path / "t.sdf"), "--period", "3", "--full"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 endpoints over 3.0 ns (post-route, SDF); worst 3.54 ns" in out and "dst  <-  src/Q" in out
     r = sdf_timing(sdf, period=3.0)
     assert r["endpoints"] == 1 and r["worst_ns"] == pytest.approx(0.5 + 2.0 + 0.24 + 0.7 + 0.1)
     assert r["failing"] == 1 and r["groups"][0]["source"] == "src/Q"
