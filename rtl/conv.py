@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op
 
-from .bus import INSTR_BITS, instr_fields, stable_copy
+from .bus import INSTR_BITS, instr_fields, stable_copy, timing_regs
 from .pe_array import PeArray, latency as pe_latency
 from .postproc import PostprocSignature
 from .window import WindowSignature
@@ -107,15 +107,22 @@ class ConvEngine(wiring.Component):
         dact = Signal()
         m.d.comb += [dcur.eq(Mux(pe.res_valid, 0, dq)), dact.eq(pe.res_valid | dbusy)]
         d1_valid = Signal()
-        d1_acc = Signal(32 * V)
+        # one word per pixel (R == V) with the timing registers: the word register loads every
+        # cycle (it is read only with d1_valid, the cycle after res_valid), no enable net to its
+        # 32V flip-flops
+        one_word = RW == 1 and timing_regs(platform)
+        d1_acc = Signal(32 * V, reset_less=one_word)
         d1_tag = Signal(16)
         m.d.comb += self.p_raddr.eq(Mux(hc, RW, 0) + dcur)
         m.d.sync += d1_valid.eq(dact)
+        if one_word:
+            m.d.sync += d1_acc.eq(pe.res)
         with m.If(dact):
-            with m.Switch(dcur):
-                for q in range(RW):
-                    with m.Case(q):
-                        m.d.sync += d1_acc.eq(pe.res[32 * V * q:32 * V * (q + 1)])
+            if not one_word:
+                with m.Switch(dcur):
+                    for q in range(RW):
+                        with m.Case(q):
+                            m.d.sync += d1_acc.eq(pe.res[32 * V * q:32 * V * (q + 1)])
             m.d.sync += [d1_tag.eq(pe.res_tag + dcur), dq.eq(dcur + 1), dbusy.eq(dcur + 1 < nwords)]
         m.d.comb += [self.pp.valid.eq(d1_valid), self.pp.acc.eq(d1_acc), self.pp.tag.eq(d1_tag),
                      self.pp.lo.eq(f["clamp_lo"]), self.pp.hi.eq(f["clamp_hi"])]
