@@ -77,6 +77,9 @@ class SpramRam(wiring.Component):
     """The four iCE40UP5K SPRAMs (128 KiB) as one ``8*width_bytes``-bit single-port memory:
     ``width_bytes/2`` SPRAMs side by side per bank, ``8/width_bytes`` banks."""
 
+    #: cycles from a read to ``port.rdata``
+    read_latency = 1
+
     def __init__(self, *, width_bytes: int):
         if width_bytes not in (2, 4, 8):
             raise ValueError(f"SPRAM memory supports 'width_bytes' 2, 4 or 8, not {width_bytes!r}")

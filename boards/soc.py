@@ -54,16 +54,14 @@ class SushiSoC(wiring.Component):
         m = Module()
         cfg, V = self.cfg, self.cfg.pe_cols
         m.submodules.accel = accel = SushiAccel(cfg)
-        # block RAM memory (ECP5, simulation): 8 banks, the port's inputs registered per bank (they
-        # reach block RAMs all over the die): read latency 3 with the output register; SPRAM: 2
-        lat = 2 if self.ram == "spram" else 3
+        if self.ram == "spram":
+            ram = SpramRam(width_bytes=V)
+        else:   # block RAM (ECP5, simulation) in 8 banks, each with its own registered port copy
+            ram = GenericRam(width_bytes=V, words=self.mem_words, banks=min(8, self.mem_words))
+        lat = ram.read_latency + 1          # and the read data register below
         m.submodules.link = link = HostLink(width_bytes=V, mem_words=self.mem_words,
                                             timeout_cycles=self.timeout_cycles, read_latency=lat)
-        if self.ram == "spram":
-            m.submodules.ram = ram = SpramRam(width_bytes=V)
-        else:
-            m.submodules.ram = ram = GenericRam(width_bytes=V, words=self.mem_words,
-                                                banks=min(8, self.mem_words))
+        m.submodules.ram = ram
         # the read data registered on the way out, but for the iCE40 (every flip-flop a logic cell)
         m.submodules.bridge = br = DramBridge(width_bytes=V, addr_bits=link.abits, read_latency=lat,
                                               out_reg=self.ram != "spram")
@@ -77,7 +75,7 @@ class SushiSoC(wiring.Component):
         rp = ram.port
         src = Signal()
         m.d.comb += src.eq(link.running)
-        rdata = Signal(8 * V)               # registered (read latency 2 or 3, link and bridge)
+        rdata = Signal(8 * V)               # registered (``lat``, link and bridge)
         m.d.sync += rdata.eq(rp.rdata)
         m.d.comb += [link.mem.rdata.eq(rdata), br.mem.rdata.eq(rdata)]
         with m.If(src):

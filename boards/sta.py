@@ -1,8 +1,9 @@
 """Timing analysis of the board builds.  Before placement, a quick estimate of a synthesized
 netlist (yosys JSON, after synth_ecp5 or synth_ice40): every register-to-register path's logic
 delays from the device family's cell delays, plus a fixed routing estimate per net hop.  Placement
-and routing of the ULX3S SoC take ~5 min; synthesis ~35 s, and this estimate seconds.  It ranks paths (every failing endpoint,
-grouped by signal), it does not sign off: nextpnr's report is the measurement.
+and routing of the ULX3S SoC take ~5 min; synthesis ~35 s, and this estimate seconds.  It ranks
+paths (every failing endpoint, grouped by signal), it does not sign off: nextpnr's report is the
+measurement.
 
     python -m boards.sta build/sushi_soc.json --family ecp5 --period 10 [--top 40]
 
@@ -125,8 +126,7 @@ def _top(netlist: dict, top: "str | None") -> dict:
 
 def estimate(netlist: dict, family: str, period: float, top: str | None = None) -> dict:
     """Worst estimated arrival (ns) per register/memory input, the path behind it, and the
-    endpoints grouped by signal; see the module docstring.  ``net_delays`` (bit -> ns, from
-    ``routed_delays``) overrides the fixed routing estimate of the nets it names."""
+    endpoints grouped by signal; see the module docstring."""
     fam = FAMILIES[family]
     mod = _top(netlist, top)
     cells = mod["cells"]
@@ -185,7 +185,6 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None) 
             bit = arr[bit][1]
         return out[::-1]
 
-    group = _group
 
     def endpoint(cname):             # a register by the name of its output
         c = cells[cname]
@@ -200,7 +199,7 @@ def estimate(netlist: dict, family: str, period: float, top: str | None = None) 
     for a, cname, p, ib in ends:
         if a <= period:
             continue
-        g = groups[group(endpoint(cname))]
+        g = groups[_group(endpoint(cname))]
         g[1] += 1
         if a > g[0]:
             g[0], g[2] = a, (cname, p, ib)
@@ -243,9 +242,9 @@ def _sdf_max(triple) -> float:
 _CLOCK_PINS = ("WCK", "RCLK", "WCLK", "CLOCK")     # besides CLK*: ECP5 LUT RAM, iCE40 RAM, SPRAM
 
 
-def _sdf_port(p):
-    """An IOPATH / SETUPHOLD port: ``NAME`` or ``(posedge NAME)`` -> (edge or None, NAME)."""
-    return (p[0], p[1]) if isinstance(p, list) else (None, p)
+def _sdf_port(p) -> str:
+    """An IOPATH / SETUPHOLD port's name: ``NAME`` or ``(posedge NAME)``."""
+    return p[1] if isinstance(p, list) else p
 
 
 def sdf_timing(text: str, period: float) -> dict:
@@ -271,7 +270,7 @@ def sdf_timing(text: str, period: float) -> dict:
                         if arc[0] == "INTERCONNECT":
                             edges[arc[2]].append((arc[1], _sdf_max(arc[3])))
                         elif arc[0] == "IOPATH":
-                            (_, src), (_, dst) = _sdf_port(arc[1]), _sdf_port(arc[2])
+                            src, dst = _sdf_port(arc[1]), _sdf_port(arc[2])
                             d = _sdf_max(arc[3])
                             if src.startswith("CLK") or src in _CLOCK_PINS:
                                 launch[f"{inst}/{dst}"] = max(launch.get(f"{inst}/{dst}", 0.0), d)
@@ -280,7 +279,7 @@ def sdf_timing(text: str, period: float) -> dict:
             elif part[0] == "TIMINGCHECK":
                 for chk in part[1:]:
                     if chk[0] == "SETUPHOLD":
-                        (_, pin), d = _sdf_port(chk[1]), _sdf_max(chk[3])
+                        pin, d = _sdf_port(chk[1]), _sdf_max(chk[3])
                         key = f"{inst}/{pin}"
                         setup[key] = max(setup.get(key, 0.0), d)
     arr = {}                             # pin -> (arrival ps, predecessor pin)
@@ -312,14 +311,14 @@ def sdf_timing(text: str, period: float) -> dict:
         inst = pin.rsplit("/", 1)[0]
         return re.sub(r"(_TRELLIS_FF_Q|_SB_DFF|\$).*$", "", inst)
 
-    groups = {}
+    groups = {}                          # first seen = worst: ``ends`` is sorted
     for a, pin in ends:
         if a <= period:
             break
-        g = groups.setdefault(cell_group(pin), {"signal": cell_group(pin), "endpoints": 0,
-                                                  "ns": round(a, 3), "pin": pin})
+        name = cell_group(pin)
+        g = groups.setdefault(name, {"signal": name, "endpoints": 0, "ns": round(a, 3), "pin": pin})
         g["endpoints"] += 1
-    rows = sorted(groups.values(), key=lambda g: -g["ns"])
+    rows = list(groups.values())
     for g in rows:
         g["path"] = path(g["pin"])
         g["source"] = g["path"][0][0]

@@ -166,7 +166,7 @@ class SushiAccel(wiring.Component):
         # LUTs in all)
         if regs:
             V = cfg.pe_cols
-            lane_vec = fanout_copies(m, is_vec, V, True, "is_vec_l")
+            lane_vec = fanout_copies(m, is_vec, V, "is_vec_l")
             for name in ("valid", "tag", "lo", "hi"):
                 m.d.comb += getattr(pp.i, name).eq(Mux(is_vec_r, getattr(vec.pp, name),
                                                        getattr(conv.pp, name)))

@@ -90,13 +90,10 @@ def stable_copy(m, value, regs: bool, name: str):
 DUP = "_dup"
 
 
-def fanout_copies(m, value, n: int, regs: bool, name: str) -> list:
-    """``n`` registered copies of ``value`` when ``regs`` (each can sit beside its share of a
-    wide fan-out: a select driving hundreds of mux LUTs, a word feeding a row of DSPs), else
-    ``n`` times ``value`` itself."""
+def fanout_copies(m, value, n: int, name: str) -> list:
+    """``n`` registered copies of ``value`` (each can sit beside its share of a wide fan-out: a
+    select driving hundreds of mux LUTs, a word feeding a row of DSPs), named ``name_dupK``."""
     from amaranth.hdl import Signal
-    if not regs:
-        return [value] * n
     copies = [Signal.like(value, name=f"{name}{DUP}{k}") for k in range(n)]
     m.d.sync += [c.eq(value) for c in copies]
     return copies

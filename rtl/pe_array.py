@@ -96,9 +96,8 @@ class PeArray(wiring.Component):
         if deep:
             # stage 1: the memory words registered (the block RAM outputs drive only these)
             # (the pipeline never stalls and a step's values move on every cycle: the datapath
-            # registers load every cycle, no enable net fanning out to hundreds of flip-flops;
-            # only the accumulators wait for an enabled step)
-            # and they need no reset (reset_less: no reset net to each of them)
+            # registers load every cycle and have no reset, so no enable or reset net fans out to
+            # hundreds of flip-flops; only the accumulators wait for an enabled step)
             nr = dict(reset_less=True)
             a1, w1 = Signal(8 * V, **nr), Signal(8 * V * R, **nr)
             m.d.sync += [a1.eq(Mux(self.inpad, self.a, 0)), w1.eq(self.w)]
@@ -112,7 +111,7 @@ class PeArray(wiring.Component):
             # multipliers sit elsewhere on the die: one register feeding all R of them was the
             # longest route into the DSPs)
             if timing_regs(platform):
-                arows = fanout_copies(m, a1, R, True, "a2")
+                arows = fanout_copies(m, a1, R, "a2")
             else:
                 a2 = Signal(8 * V, **nr)
                 m.d.sync += a2.eq(a1)

@@ -65,7 +65,7 @@ class VectorUnit(wiring.Component):
         # each lane's share of the beat select (hundreds of mux LUTs per decode) from its own
         # copy of the decode, with the timing registers
         def lane_sel(on, op, name):
-            return fanout_copies(m, opc == op, V, True, name) if on and regs else None
+            return fanout_copies(m, opc == op, V, name) if on and regs else None
         lane_pool = lane_sel(POOL, Op.POOL, "is_pool_l")
         lane_mul = lane_sel(MUL, Op.MUL, "is_mul_l")
         lane_lut = lane_sel(LUT, Op.LUT, "is_lut_l")
@@ -114,9 +114,9 @@ class VectorUnit(wiring.Component):
             # (each drives a lane's 24-bit adder and mux); ``avg`` is an instruction field,
             # stable from before ``start``
             if cfg.deep_pipeline and regs:
-                en_l, first_l, inpad_l = (fanout_copies(m, x, V, True, n) for x, n in
+                en_l, first_l, inpad_l = (fanout_copies(m, x, V, n) for x, n in
                                           ((en1, "pen"), (first1, "pfirst"), (inpad1, "pinpad")))
-                avg_l = fanout_copies(m, avg, V, True, "pavg") if PMAX and PAVG else [avg] * V
+                avg_l = fanout_copies(m, avg, V, "pavg") if PMAX and PAVG else [avg] * V
             else:
                 en_l, first_l, inpad_l, avg_l = [en2] * V, [first2] * V, [inpad2] * V, [avg] * V
             for j in range(V):

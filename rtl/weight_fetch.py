@@ -153,11 +153,11 @@ class WeightFetch(wiring.Component):
             m.d.comb += nt.eq((khkw + R - 1) // R)
         la1, lb1, lc1 = Signal(8), Signal(8), Signal(16)    # loop bounds - 1 (ky, kx, c)
         m.d.sync += [la1.eq(Mux(dw, 1, f["kh"]) - 1), lb1.eq(Mux(dw, 1, f["kw"]) - 1),
-                lc1.eq(Mux(dw, nt, f["cin_w"]) - 1)]
+                     lc1.eq(Mux(dw, nt, f["cin_w"]) - 1)]
         rec_beats1 = Signal(8)
         rec_stride = Signal(16)
         m.d.sync += [rec_beats1.eq(Mux(dw, 8, 8 * R // V) - 1),
-                rec_stride.eq(Mux(dw, V * PARAM_BYTES, R * PARAM_BYTES))]
+                     rec_stride.eq(Mux(dw, V * PARAM_BYTES, R * PARAM_BYTES))]
 
         g = Signal(10)
         g_end = Signal()        # g == n_groups, a flag set beside g
