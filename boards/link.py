@@ -8,7 +8,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.bus import CsrSignature
+from rtl.bus import CsrSignature, timing_regs
 from sushi.runtime.protocol import Cmd, Code, MAX_DATA, MAX_PAYLOAD, PROTO_VERSION, SYNC_REP, SYNC_REQ
 
 __all__ = ["HostLink", "MemPortSignature", "UartRx", "UartTx", "crc16_step"]
@@ -254,7 +254,8 @@ class HostLink(wiring.Component):
         ri = Signal(3)                      # 0..4 header, 5 payload, 6..7 CRC; 0 after a reply
         pi = Signal(PB)                     # payload byte
         pay_end = Signal()                  # pi is the last payload byte
-        word = Signal(W)
+        rl = timing_regs(platform)         # (data registers without a reset: see rtl.bus)
+        word = Signal(W, reset_less=rl)
         crc = Signal(16)
         m.d.comb += [tx.valid.eq(tb_v), tx.payload.eq(tb),
                      load.eq(~tb_v & S.any("TX_HDR", "TX_PAY", "TX_CRC"))]
@@ -288,7 +289,7 @@ class HostLink(wiring.Component):
         length = Signal(PB)                 # only kept when <= MAX_PAYLOAD (else DISCARD)
         lm1 = Signal(PB)                    # length - 1
         idx = Signal(PB)
-        args = Signal(64)
+        args = Signal(64, reset_less=rl)      # cleared in HUNT
         addr, nread = args[0:32], args[32:48]
         crc_lo = Signal(8)
         n16 = Cat(length[:8], rb)           # in LEN1: the length with its high byte in rb
@@ -364,7 +365,7 @@ class HostLink(wiring.Component):
                                 | (f_rd & (~len6 | nbig)) | (f_run & ~len8))]
         # stages 3, 4: a + n <= mem_bytes (a power of two) <=> a < mem_bytes and
         # a mod mem_bytes + n <= mem_bytes
-        rsum = Signal(max(mb, PB) + 1)
+        rsum = Signal(max(mb, PB) + 1, reset_less=rl)
         al_ok = Signal()
         sum_ok = Signal()
         m.d.sync += [rsum.eq(addr[:mb] + rng_n), al_ok.eq(a_al & a_hi & (rng_n[:sv] == 0)),

@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.bus import DUP, CmdSignature, DataSignature
+from rtl.bus import DUP, CmdSignature, DataSignature, timing_regs
 from sim.dram_model import MEM_MODULE
 
 from .link import MemPortSignature
@@ -169,7 +169,7 @@ class DramBridge(wiring.Component):
         if self.out_reg:
             # the head word in a register (one more word of buffering): rd_data leaves a
             # flip-flop, not the FIFO's LUT RAM, on its way to the accelerator's buffers
-            ov, od = Signal(), Signal(8 * V)
+            ov, od = Signal(), Signal(8 * V, reset_less=True)
             m.d.comb += [pop.eq(nonempty & (~ov | self.rd_data.ready)),
                          self.rd_data.data.eq(od), self.rd_data.valid.eq(ov)]
             with m.If(pop):
@@ -215,7 +215,7 @@ class DramBridge(wiring.Component):
         r_addr, w_addr = Signal(ab), Signal(ab)
         r_left, w_left = Signal(16), Signal(16)
         w_pend = Signal()                   # a write beat registered, written this cycle
-        w_data = Signal(8 * V)
+        w_data = Signal(8 * V, reset_less=timing_regs(platform))
         r_active = command(self.rd_cmd, r_addr, r_left, rbeat, rbeat)
         w_active = command(self.wr_cmd, w_addr, w_left, wbeat, w_pend)
 

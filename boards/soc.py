@@ -6,6 +6,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.accel import SushiAccel
+from rtl.bus import timing_regs
 from sushi.config import AccelConfig
 
 from .link import HostLink, UartRx, UartTx
@@ -75,7 +76,7 @@ class SushiSoC(wiring.Component):
         rp = ram.port
         src = Signal()
         m.d.comb += src.eq(link.running)
-        rdata = Signal(8 * V)               # registered (``lat``, link and bridge)
+        rdata = Signal(8 * V, reset_less=timing_regs(platform))    # registered (``lat``, link and bridge)
         m.d.sync += rdata.eq(rp.rdata)
         m.d.comb += [link.mem.rdata.eq(rdata), br.mem.rdata.eq(rdata)]
         with m.If(src):

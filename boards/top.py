@@ -89,7 +89,12 @@ class BoardTop(Elaboratable):
             m.d.por += rst_cnt.eq(0)
         with m.Elif(rst_cnt != 15):
             m.d.por += rst_cnt.eq(rst_cnt + 1)
-        m.d.comb += cd.rst.eq(rst_cnt != 15)
+        if self.board == "icebreaker":
+            m.d.comb += cd.rst.eq(rst_cnt != 15)
+        else:   # the reset from a flip-flop (its net reaches a flip-flop in every unit)
+            rst = Signal(init=1)
+            m.d.por += rst.eq(rst_cnt != 15)
+            m.d.comb += cd.rst.eq(rst)
 
         uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
         m.submodules.rxb = rxb = io.Buffer("i", uart.rx)

@@ -182,10 +182,16 @@ class SushiAccel(wiring.Component):
                 wiring.connect(m, conv.pp, pp.i)
         # the write port: with the timing registers a cycle late (no unit reads a word it wrote in
         # the same instruction, and the next instruction starts cycles after the last write)
-        wdom = m.d.sync if regs else m.d.comb
-        wdom += [wp.en.eq(dma.buf_we | pp.o_valid),
-                 wp.addr.eq(Mux(dma.buf_we, dma.buf_waddr, pp.o_tag)),
-                 wp.data.eq(Mux(dma.buf_we, dma.buf_wdata, pp.o_data))]
+        # (address and data without a reset)
+        w_en, w_addr, w_data = (dma.buf_we | pp.o_valid, Mux(dma.buf_we, dma.buf_waddr, pp.o_tag),
+                                Mux(dma.buf_we, dma.buf_wdata, pp.o_data))
+        if regs:
+            wa = Signal.like(wp.addr, name="wp_addr_r", reset_less=True)
+            wd = Signal.like(wp.data, name="wp_data_r", reset_less=True)
+            m.d.sync += [wp.en.eq(w_en), wa.eq(w_addr), wd.eq(w_data)]
+            m.d.comb += [wp.addr.eq(wa), wp.data.eq(wd)]
+        else:
+            m.d.comb += [wp.en.eq(w_en), wp.addr.eq(w_addr), wp.data.eq(w_data)]
 
         # counters
         src = {"cycles": seq.busy, "w_rd": wf.inc_w_rd | vec.inc_w_rd, "act_rd": dma.inc_act_rd,

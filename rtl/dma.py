@@ -56,6 +56,11 @@ class Dma(wiring.Component):
             def set_rem(v):
                 return [rem.eq(v)]
 
+        # rd_data.ready (LOAD): with the timing registers a flip-flop set as the read command is
+        # accepted, cleared with its last beat
+        rdy = Signal()
+        if regs:
+            m.d.comb += self.rd_data.ready.eq(rdy)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -70,7 +75,8 @@ class Dma(wiring.Component):
                     m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(daddr),
                                  self.rd_cmd.len.eq(chunk)]
                     with m.If(self.rd_cmd.ready):
-                        m.d.sync += [cnt.eq(chunk), *set_rem(rem - chunk), daddr.eq(daddr + chunk * V)]
+                        m.d.sync += [cnt.eq(chunk), *set_rem(rem - chunk), daddr.eq(daddr + chunk * V),
+                                     *([rdy.eq(1)] if regs else [])]
                         m.next = "LOAD"
                 with m.Else():
                     m.d.comb += [self.wr_cmd.valid.eq(1), self.wr_cmd.addr.eq(daddr),
@@ -80,12 +86,13 @@ class Dma(wiring.Component):
                                      issued.eq(0), dv.eq(0)]
                         m.next = "STORE"
             with m.State("LOAD"):
-                m.d.comb += [self.rd_data.ready.eq(1), self.buf_waddr.eq(baddr),
+                m.d.comb += [*([] if regs else [self.rd_data.ready.eq(1)]), self.buf_waddr.eq(baddr),
                              self.buf_wdata.eq(self.rd_data.data)]
                 with m.If(self.rd_data.valid):
                     m.d.comb += [self.buf_we.eq(1), self.inc_act_rd.eq(1)]
                     m.d.sync += [baddr.eq(baddr + 1), cnt.eq(cnt - 1)]
                     with m.If(cnt == 1):
+                        m.d.sync += [rdy.eq(0)] if regs else []
                         m.next = "CMD"
             with m.State("STORE"):
                 adv = ~dv | self.wr_data.ready

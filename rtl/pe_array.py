@@ -1,5 +1,5 @@
 """The R x V int8 multiply-accumulate array with int32 accumulators and a drain register bank."""
-from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, Mux, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -86,7 +86,7 @@ class PeArray(wiring.Component):
             return [w[8 * V * r:8 * V * (r + 1)] for r in range(R)]
 
         def select(m, rows, dsel, dw):      # PE row 0's weights: row dsel when depthwise
-            wsel = Signal(8 * V)
+            wsel = Signal(len(rows[0]))
             with m.Switch(dsel):
                 for r in range(R):
                     with m.Case(r):
@@ -105,7 +105,15 @@ class PeArray(wiring.Component):
             c1 = ctl[1]
             w02 = Signal(8 * V, **nr)
             w2 = [w02] + [Signal(8 * V, name=f"w2_{r}", **nr) for r in range(1, R)]
-            m.d.sync += w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))
+            if timing_regs(platform):
+                # each byte lane's select from its own copy of (dsel1, dw1): one copy was a route
+                # to 8 * V wide muxes
+                sels = fanout_copies(m, Cat(self.dsel, self.dw), V, "dsel1")
+                for j in range(V):
+                    m.d.sync += w02[8 * j:8 * j + 8].eq(
+                        select(m, [row[8 * j:8 * j + 8] for row in rows_of(w1)], sels[j][:-1], sels[j][-1]))
+            else:
+                m.d.sync += w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))
             m.d.sync += [w2[r].eq(rows_of(w1)[r]) for r in range(1, R)]
             # the activation word, one copy per row with the timing registers (each row's
             # multipliers sit elsewhere on the die: one register feeding all R of them was the
@@ -159,7 +167,8 @@ class PeArray(wiring.Component):
             dwp = [prod[0][r] for r in range(min(R, V))]
             ca = cp
         # accumulate
-        acc = [Signal(signed(32), name=f"acc{r}") for r in range(R)]
+        # (the first step of a pixel overwrites them: no reset with the timing registers)
+        acc = [Signal(signed(32), name=f"acc{r}", reset_less=timing_regs(platform)) for r in range(R)]
         m.d.sync += self.res_valid.eq(0)
         with m.If(ca["en"] & ca["last"]):
             m.d.sync += [self.res_valid.eq(1), self.res_tag.eq(ca["tag"])]

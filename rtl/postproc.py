@@ -63,8 +63,11 @@ class Postproc(wiring.Component):
             return k_deep if deep else k_shallow
 
         # stage k's registers load with v[k-1]; v[0] is the input beat, v[N] the output
+        # (with the timing registers the tags and the output word have no reset: only the valid
+        # bits mark what they hold)
+        rl = timing_regs(platform)
         v = [self.i.valid] + [Signal(name=f"v{k}") for k in range(1, N)] + [self.o_valid]
-        tag = [self.i.tag] + [Signal(16, name=f"tag{k}") for k in range(1, N)] + [self.o_tag]
+        tag = [self.i.tag] + [Signal(16, name=f"tag{k}", reset_less=rl) for k in range(1, N)] + [self.o_tag]
         for k in range(1, N + 1):
             m.d.sync += [v[k].eq(v[k - 1]), tag[k].eq(tag[k - 1])]
         m.d.comb += self.busy.eq(Cat(*v[1:]).any())
@@ -96,6 +99,10 @@ class Postproc(wiring.Component):
             load(k, r.eq(value))
             return r
 
+        o_data = self.o_data
+        if rl:
+            o_data = Signal.like(self.o_data, reset_less=True)
+            m.d.comb += self.o_data.eq(o_data)
         for j in range(V):
             acc = self.i.acc[32 * j:32 * j + 32].as_signed()
             bias = self.i.bias[32 * j:32 * j + 32].as_signed()
@@ -156,5 +163,5 @@ class Postproc(wiring.Component):
             m.d.comb += qs.eq(Mux(ovf, Mux(q[-1], -128, 127), q[:8]))
             y = Mux(qs < lo, lo, Mux(qs > hi, hi, qs))
             with m.If(v[N - 1]):
-                m.d.sync += self.o_data[8 * j:8 * j + 8].eq(y)
+                m.d.sync += o_data[8 * j:8 * j + 8].eq(y)
         return m

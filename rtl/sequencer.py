@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import INSTR_BYTES, Op
 
-from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields
+from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields, timing_regs
 
 __all__ = ["Sequencer"]
 
@@ -40,19 +40,26 @@ class Sequencer(wiring.Component):
         beats = max(1, INSTR_BYTES // V)
         pc = Signal(self.cfg.dram_addr_bits)
         k = Signal(range(beats + 1))
-        op = self.instr[:8]
+        # the instruction register; with the timing registers without a reset (it is loaded
+        # before anything decodes it), as are the DECODE operands below
+        rl = timing_regs(platform)
+        instr = self.instr
+        if rl:
+            instr = Signal(INSTR_BITS, name="instr_r", reset_less=True)
+            m.d.comb += self.instr.eq(instr)
+        op = instr[:8]
         m.d.comb += self.exec_op.eq(op[:4])
-        fs = instr_fields(self.instr, Op.LOADSG)
-        fr = instr_fields(self.instr, Op.SETRES)
-        fk = instr_fields(self.instr, Op.PBKEY)
+        fs = instr_fields(instr, Op.LOADSG)
+        fr = instr_fields(instr, Op.SETRES)
+        fk = instr_fields(instr, Op.PBKEY)
         cfg = self.cfg
         # the DECODE decisions registered (CHECK), so that exec_start and every unit's start are a
         # few gates from flip-flops; with deep_pipeline in two steps (CHECK: products, sums and
         # simple compares of the fresh instruction; CHECK2: the range checks)
         c_sg, c_sr, c_key, c_on = Signal(), Signal(), Signal(), Signal()
         c_sr_key, c_key_bad, c_sg_sum_bad = Signal(), Signal(), Signal()
-        c_slot = Signal(32)
-        c_res_n = Signal(32)
+        c_slot = Signal(32, reset_less=rl)
+        c_res_n = Signal(32, reset_less=rl)
         c_empty = Signal()
         r_bad, r_halt, r_key, r_ok = Signal(), Signal(), Signal(), Signal()
         r_go = Signal()         # DECODE starts a unit (exec_start from one flip-flop and DECODE)
@@ -78,14 +85,25 @@ class Sequencer(wiring.Component):
         if not deep:
             m.d.comb += check1
 
+        # fetching (FETCH and RECV; the DRAM read port's owner, RECV's rd_data.ready): with the
+        # timing registers a flip-flop set on the way into FETCH, cleared with the last beat
+        fetch_r = Signal()
+
+        def fetch(into: bool):
+            return [fetch_r.eq(into)] if rl else []
+
+        def fetching_here(*more):
+            m.d.comb += ([] if rl else [self.fetching.eq(1)]) + list(more)
+        if rl:
+            m.d.comb += [self.fetching.eq(fetch_r), self.rd_data.ready.eq(fetch_r)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [pc.eq(self.prog_base), self.busy.eq(1), self.done.eq(0),
-                                 self.error.eq(0), self.pb_on.eq(0)]
+                                 self.error.eq(0), self.pb_on.eq(0), *fetch(True)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += [self.fetching.eq(1), self.rd_cmd.valid.eq(1), self.rd_cmd.len.eq(beats)]
+                fetching_here(self.rd_cmd.valid.eq(1), self.rd_cmd.len.eq(beats))
                 if V > INSTR_BYTES:
                     m.d.comb += self.rd_cmd.addr.eq(pc & ~Const(V - 1, len(pc)))
                 else:
@@ -94,21 +112,22 @@ class Sequencer(wiring.Component):
                     m.d.sync += k.eq(0)
                     m.next = "RECV"
             with m.State("RECV"):
-                m.d.comb += [self.fetching.eq(1), self.rd_data.ready.eq(1)]
+                fetching_here(*([] if rl else [self.rd_data.ready.eq(1)]))
                 with m.If(self.rd_data.valid):
                     if V > INSTR_BYTES:
                         n = V // INSTR_BYTES
                         with m.Switch(pc[5:5 + (n - 1).bit_length()]):
                             for i in range(n):
                                 with m.Case(i):
-                                    m.d.sync += self.instr.eq(self.rd_data.data[i * INSTR_BITS:(i + 1) * INSTR_BITS])
+                                    m.d.sync += instr.eq(self.rd_data.data[i * INSTR_BITS:(i + 1) * INSTR_BITS])
                     else:
                         with m.Switch(k):
                             for i in range(beats):
                                 with m.Case(i):
-                                    m.d.sync += self.instr[i * W:(i + 1) * W].eq(self.rd_data.data)
+                                    m.d.sync += instr[i * W:(i + 1) * W].eq(self.rd_data.data)
                     m.d.sync += k.eq(k + 1)
                     with m.If(k == beats - 1):
+                        m.d.sync += fetch(False)
                         m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += decide
@@ -134,7 +153,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(3)]
                     m.next = "IDLE"
                 with m.Elif(r_key):
-                    m.d.sync += [self.pb_on.eq(fk["on"]), self.pb_key.eq(fk["key"])]
+                    m.d.sync += [self.pb_on.eq(fk["on"]), self.pb_key.eq(fk["key"]), *fetch(True)]
                     m.next = "FETCH"
                 with m.Elif(r_ok):
                     m.next = "EXEC"
@@ -143,5 +162,6 @@ class Sequencer(wiring.Component):
                     m.next = "IDLE"
             with m.State("EXEC"):
                 with m.If(self.exec_done):
+                    m.d.sync += fetch(True)
                     m.next = "FETCH"
         return m

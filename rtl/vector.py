@@ -94,8 +94,8 @@ class VectorUnit(wiring.Component):
             # step (cycle 0) -> the read word registered (1, deep_pipeline) -> accumulate -> beat
             en1, first1, last1, inpad1 = Signal(), Signal(), Signal(), Signal()
             en2, first2, last2, inpad2 = Signal(), Signal(), Signal(), Signal()
-            tag1, tag2, ptag3 = Signal(16), Signal(16), Signal(16)
-            prd = Signal(8 * V)
+            tag1, tag2, ptag3 = Signal(16, reset_less=regs), Signal(16, reset_less=regs), Signal(16, reset_less=regs)
+            prd = Signal(8 * V, reset_less=regs)
             pv3 = Signal()
             m.d.sync += [en1.eq(win.advance), first1.eq(win.first), last1.eq(win.last),
                          inpad1.eq(win.inpad), tag1.eq(win.obase)]
@@ -109,7 +109,7 @@ class VectorUnit(wiring.Component):
                              tag2.eq(tag1), prd.eq(self.buf_rdata)]
                 m.d.sync += [pv3.eq(en2 & last2), ptag3.eq(tag2)]
             # |sum| <= 255*255*128 < 2**23 (kh, kw are 8-bit): 24 bits are exact; a max is 8 bits
-            pacc = [Signal(signed(24 if PAVG else 8), name=f"pacc{j}") for j in range(V)]
+            pacc = [Signal(signed(24 if PAVG else 8), name=f"pacc{j}", reset_less=regs) for j in range(V)]
             # the accumulate controls, one copy per lane with the deep pipeline's timing registers
             # (each drives a lane's 24-bit adder and mux); ``avg`` is an instruction field,
             # stable from before ``start``
@@ -146,8 +146,8 @@ class VectorUnit(wiring.Component):
             atag1 = Signal(16)
             xv = Signal()
             # ADD: |a*mult_a + b*mult_b| < 2**24, MUL: int16: 25 bits per lane are exact
-            xr = [Signal(signed(25), name=f"xr{j}") for j in range(V)]
-            xtag = Signal(16)
+            xr = [Signal(signed(25), name=f"xr{j}", reset_less=regs) for j in range(V)]
+            xtag = Signal(16, reset_less=regs)
             aend = Signal()
             cw_last = stable_copy(m, (fm["c_w"] - 1)[:10], regs, "cw_last")   # c_w - 1
             npix_last = stable_copy(m, (fm["n_pix"] - 1)[:20], regs, "npix_last")
@@ -179,8 +179,8 @@ class VectorUnit(wiring.Component):
             # activation buffer's output, the multiplier and the adder each get a cycle):
             # read (aen1) -> multiply (aen2) -> add (aen3) -> beat
             aen2, aph2, aen3, aph3 = Signal(), Signal(), Signal(), Signal()
-            atag2, atag3 = Signal(16), Signal(16)
-            rd2 = Signal(8 * V)
+            atag2, atag3 = Signal(16, reset_less=regs), Signal(16, reset_less=regs)
+            rd2 = Signal(8 * V, reset_less=regs)
             m.d.sync += [aen2.eq(aen1), aph2.eq(aph1), atag2.eq(atag1), rd2.eq(self.buf_rdata),
                          aen3.eq(aen2), aph3.eq(aph2), atag3.eq(atag2)]
             m.d.sync += xv.eq(aen3 & aph3)
@@ -190,10 +190,10 @@ class VectorUnit(wiring.Component):
             # with the timing registers the operand y is a register, loaded a cycle ahead (an
             # ``a`` word is always followed by its ``b`` word: y for the b word is the a word
             # read this cycle, MUL)
-            areg = [Signal(signed(25), name=f"areg{j}") for j in range(V)]
+            areg = [Signal(signed(25), name=f"areg{j}", reset_less=regs) for j in range(V)]
             for j in range(V):
-                y = Signal(16, name=f"vmy{j}")
-                prod = Signal(signed(25), name=f"vmp{j}")
+                y = Signal(16, name=f"vmy{j}", reset_less=regs)
+                prod = Signal(signed(25), name=f"vmp{j}", reset_less=regs)
                 if regs:
                     a_now = lane(rd2, j)            # the a word (sign-extended to 16 bits)
                     if ADD and MUL:
@@ -204,7 +204,7 @@ class VectorUnit(wiring.Component):
                         y_next = Mux(aph1, a_now, 1)
                     m.d.sync += y.eq(y_next)
                 else:
-                    ma = Signal(16, name=f"ma{j}")      # the a word, MUL
+                    ma = Signal(16, name=f"ma{j}", reset_less=regs)      # the a word, MUL
                     if MUL:
                         with m.If(aen2 & ~aph2):
                             m.d.sync += ma.eq(lane(rd2, j))         # sign-extended to 16 bits
@@ -240,23 +240,37 @@ class VectorUnit(wiring.Component):
             lrun = Signal()
             li = i                               # the ADD/MUL word counter (never both at once)
             len1, len2 = Signal(), Signal()
-            ltag1, ltag2 = Signal(16), Signal(16)
-            lsel2 = Signal(lb * V)
+            ltag1, ltag2 = Signal(16, reset_less=regs), Signal(16, reset_less=regs)
+            lsel2 = Signal(lb * V, reset_less=regs)
             # deep_pipeline: the read word registered before it addresses the tables (one more
             # cycle per LUT instruction; else block RAM output -> table address in one cycle)
             if cfg.deep_pipeline:
-                lin = Signal(8 * V)
+                lin = Signal(8 * V, reset_less=regs)
                 m.d.sync += lin.eq(self.buf_rdata)
             else:
                 lin = self.buf_rdata
             tab_r = []
+            # rd_data.ready (LDATA): with the timing registers a flip-flop set as the table's read
+            # command is accepted, cleared with its last word
+            l_rdy = Signal()
+            if regs:
+                m.d.comb += self.rd_data.ready.eq(l_rdy)
+            t_we = is_lut & self.rd_data.valid & self.rd_data.ready
+            if regs:
+                # the tables' write port registered, an enable and address copy per table (the
+                # last word lands a cycle after LDATA; LUT reads the tables two cycles later at
+                # the earliest: buffer word, then ``lin``)
+                t_data = Signal(8 * V, name="tw_data_r", reset_less=True)
+                m.d.sync += t_data.eq(self.rd_data.data)
+                t_en, t_addr = fanout_copies(m, t_we, V, "tw_en"), fanout_copies(m, tk, V, "tw_addr")
+            else:
+                t_data, t_en, t_addr = self.rd_data.data, [t_we] * V, [tk] * V
             for j in range(V):
                 mem = Memory(shape=8 * V, depth=LW, init=[], attrs=BUFFER_ATTRS)
                 m.submodules[f"lut{j}"] = mem
                 wp = mem.write_port()
                 rp = mem.read_port()
-                m.d.comb += [wp.addr.eq(tk), wp.data.eq(self.rd_data.data),
-                             wp.en.eq(is_lut & self.rd_data.valid & self.rd_data.ready),
+                m.d.comb += [wp.addr.eq(t_addr[j]), wp.data.eq(t_data), wp.en.eq(t_en[j]),
                              rp.addr.eq(lin[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
                 tab_r.append(rp)
             lend = Signal()             # li == n_words, kept as a flag
@@ -341,13 +355,16 @@ class VectorUnit(wiring.Component):
                     m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(fl["lut_addr"][:cfg.dram_addr_bits]),
                                  self.rd_cmd.len.eq(LW)]
                     with m.If(self.rd_cmd.ready):
+                        m.d.sync += [l_rdy.eq(1)] if regs else []
                         m.next = "LDATA"
                 with m.State("LDATA"):
-                    m.d.comb += self.rd_data.ready.eq(1)
+                    if not regs:
+                        m.d.comb += self.rd_data.ready.eq(1)
                     with m.If(self.rd_data.valid):
                         m.d.comb += self.inc_w_rd.eq(1)
                         m.d.sync += tk.eq(tk + 1)
                         with m.If(tk == LW - 1):
+                            m.d.sync += [l_rdy.eq(0)] if regs else []
                             m.next = "LUT"
                 with m.State("LUT"):
                     m.d.comb += lrun.eq(1)

@@ -10,7 +10,8 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op, PARAM_BYTES
 
-from .bus import BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, instr_fields, stable_copy, timing_regs
+from .bus import (BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, fanout_copies, instr_fields,
+                  stable_copy, timing_regs)
 
 __all__ = ["WeightFetch"]
 
@@ -95,8 +96,19 @@ class WeightFetch(wiring.Component):
         pmem = Memory(shape=64 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
         m.submodules.pmem = pmem
         prp = pmem.read_port()
-        pwp = pmem.write_port(granularity=8 * V)
+        pwp = pmem_wp = pmem.write_port(granularity=8 * V)
         m.d.comb += [prp.addr.eq(self.p_raddr), self.p_rdata.eq(prp.data)]
+        # the parameter records' write port: one DRAM beat (8 * V bits) into one of its 8 lanes;
+        # with the timing registers staged like the buffers' ports (the half is marked full with
+        # its last beat, the CONV engine reads its records cycles later), the beat replicated
+        # after the register
+        if regs:
+            pwp = SimpleNamespace(addr=Signal.like(pmem_wp.addr, name="pst_addr"),
+                                  data=Signal(8 * V, name="pst_data"), en=Signal(8, name="pst_en"))
+            pa, pd = (Signal.like(getattr(pwp, f), name=f"pst_{f}_r", reset_less=True)
+                      for f in ("addr", "data"))
+            m.d.sync += [pa.eq(pwp.addr), pd.eq(pwp.data), pmem_wp.en.eq(pwp.en)]
+            m.d.comb += [pmem_wp.addr.eq(pa), pmem_wp.data.eq(Cat(*([pd] * 8)))]
 
         f = instr_fields(self.instr, Op.CONV)
         fs = instr_fields(self.instr, Op.LOADSG)
@@ -176,8 +188,10 @@ class WeightFetch(wiring.Component):
         pk = Signal(8)
         # PB -> weight buffer copy (the write lands the cycle after the hit was taken)
         cp_v = Signal()
+        cp_take = Signal()      # (timing registers) a hit is taken: per-row copies of cp_v below
         cp_dst = Signal(range(2 * WT))
-        m.d.sync += cp_v.eq(0)
+        if not regs:
+            m.d.sync += cp_v.eq(0)
         # LOADSG
         sg_rem = Signal(range(max(2, PBT + 1)))     # n_tiles <= pb_tiles (checked by the sequencer)
         sg_daddr = Signal(A)
@@ -230,6 +244,19 @@ class WeightFetch(wiring.Component):
         m.d.comb += [hit.eq(row_hit & col_hit), pb_slot.eq(pbrow + c)]
         daddr = Signal(A)
         m.d.comb += daddr.eq(wbase + run_start * T)
+        # rd_data.ready: 1 in the data states (DATA, PDATA, SG_DATA); with the timing registers
+        # from a flip-flop set as a read command is accepted (each issue state goes to its data
+        # state) and cleared with the command's last beat, not decoded from the state
+        rdy = Signal()
+
+        def data_state(into: bool):
+            return [rdy.eq(into)] if regs else []
+
+        def ready_here():
+            if not regs:
+                m.d.comb += self.rd_data.ready.eq(1)
+        if regs:
+            m.d.comb += self.rd_data.ready.eq(rdy)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start & is_sr):
@@ -265,7 +292,10 @@ class WeightFetch(wiring.Component):
                     # take this tile: a hit is copied from the PB now, a miss joins the DRAM run
                     m.d.comb += [self.inc_pb_miss.eq(~hit), self.inc_pb_hit.eq(hit)]
                     with m.If(hit):
-                        m.d.sync += [cp_v.eq(1), cp_dst.eq(Mux(h, WT, 0) + tloc), tloc.eq(tloc + 1)]
+                        if regs:
+                            m.d.comb += cp_take.eq(1)
+                        m.d.sync += [*([] if regs else [cp_v.eq(1)]), cp_dst.eq(Mux(h, WT, 0) + tloc),
+                                     tloc.eq(tloc + 1)]
                     with m.Else():
                         with m.If(~run_any):
                             m.d.sync += run_start.eq(cur)
@@ -301,10 +331,10 @@ class WeightFetch(wiring.Component):
                              self.rd_cmd.addr.eq(daddr),
                              self.rd_cmd.len.eq(run_len * R)]
                 with m.If(self.rd_cmd.ready):
-                    m.d.sync += beats.eq(run_len * R)
+                    m.d.sync += [beats.eq(run_len * R), *data_state(True)]
                     m.next = "DATA"
             with m.State("DATA"):
-                m.d.comb += self.rd_data.ready.eq(1)
+                ready_here()
                 for r in range(R):
                     m.d.comb += [wport[r].addr.eq(Mux(h, WT, 0) + tloc), wport[r].data.eq(self.rd_data.data),
                                  wport[r].en.eq(self.rd_data.valid & (row == r))]
@@ -316,7 +346,7 @@ class WeightFetch(wiring.Component):
                     with m.Else():
                         m.d.sync += row.eq(row + 1)
                     with m.If(beats == 1):
-                        m.d.sync += [run_len.eq(0), *upd(run_any.eq(0), run_full.eq(0))]
+                        m.d.sync += [run_len.eq(0), *upd(run_any.eq(0), run_full.eq(0)), *data_state(False)]
                         with m.If(gen_done):
                             m.next = "PCMD"
                         with m.Else():
@@ -325,19 +355,20 @@ class WeightFetch(wiring.Component):
                 m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(paddr),
                              self.rd_cmd.len.eq(rec_beats1 + 1)]
                 with m.If(self.rd_cmd.ready):
-                    m.d.sync += [pk.eq(0), *upd(pk_last.eq(rec_beats1 == 0))]
+                    m.d.sync += [pk.eq(0), *upd(pk_last.eq(rec_beats1 == 0)), *data_state(True)]
                     m.next = "PDATA"
             with m.State("PDATA"):
-                m.d.comb += [self.rd_data.ready.eq(1),
-                             pwp.addr.eq(Mux(h, RW, 0) + (pk >> 3)),
-                             pwp.data.eq(Cat(*([self.rd_data.data] * 8)))]
+                ready_here()
+                m.d.comb += [pwp.addr.eq(Mux(h, RW, 0) + (pk >> 3)),
+                             pwp.data.eq(self.rd_data.data if regs else Cat(*([self.rd_data.data] * 8)))]
                 with m.If(self.rd_data.valid):
                     m.d.comb += [self.inc_w_rd.eq(1), pwp.en.eq(Const(1, 8) << pk[:3])]
                     m.d.sync += [pk.eq(pk + 1), *upd(pk_last.eq(pk == rec_beats2))]
                     with m.If(pk_last):
                         m.d.sync += [self.full.bit_select(h, 1).eq(1), h.eq(~h), g.eq(g + 1),
                                      g_end.eq(g + 1 == f["n_groups"]),
-                                     gbase.eq(gbase + f["tile_sg"]), paddr.eq(paddr + rec_stride)]
+                                     gbase.eq(gbase + f["tile_sg"]), paddr.eq(paddr + rec_stride),
+                                     *data_state(False)]
                         m.next = "GROUP"
             # ---------------- LOADSG: DRAM -> PB slots, then the residency entry
             with m.State("SG_ISSUE"):
@@ -348,10 +379,10 @@ class WeightFetch(wiring.Component):
                                  self.rd_cmd.len.eq(sg_chunk * R)]
                     with m.If(self.rd_cmd.ready):
                         m.d.sync += [beats.eq(sg_chunk * R), sg_rem.eq(sg_rem - sg_chunk),
-                                     sg_daddr.eq(sg_daddr + sg_chunk * T)]
+                                     sg_daddr.eq(sg_daddr + sg_chunk * T), *data_state(True)]
                         m.next = "SG_DATA"
             with m.State("SG_DATA"):
-                m.d.comb += self.rd_data.ready.eq(1)
+                ready_here()
                 for r in range(len(pb_w)):
                     m.d.comb += [pb_w[r].addr.eq(sg_slot), pb_w[r].data.eq(self.rd_data.data),
                                  pb_w[r].en.eq(self.rd_data.valid & (row == r))]
@@ -363,6 +394,7 @@ class WeightFetch(wiring.Component):
                     with m.Else():
                         m.d.sync += row.eq(row + 1)
                     with m.If(beats == 1):
+                        m.d.sync += data_state(False)
                         m.next = "SG_ISSUE"
             with m.State("SG_SET"):
                 m.d.comb += self.done.eq(1)
@@ -373,7 +405,13 @@ class WeightFetch(wiring.Component):
                 m.next = "IDLE"
 
         # the PB copy write (never in the same cycle as a DRAM beat: DATA follows GEN via ISSUE)
-        if PBT:
+        # (with the timing registers from a copy of cp_v per row: each selects 8 * V + 1 bits)
+        if PBT and regs:
+            for r, v in enumerate(fanout_copies(m, cp_take, R, "cp_v")):
+                with m.If(v):
+                    m.d.comb += [wport[r].addr.eq(cp_dst), wport[r].data.eq(pb_r[r].data),
+                                 wport[r].en.eq(1)]
+        elif PBT:
             with m.If(cp_v):
                 for r in range(R):
                     m.d.comb += [wport[r].addr.eq(cp_dst), wport[r].data.eq(pb_r[r].data),
