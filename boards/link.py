@@ -182,8 +182,8 @@ class HostLink(wiring.Component):
             raise ValueError(f"'mem_words' must be a power of two, not {mem_words!r}")
         if not isinstance(timeout_cycles, int) or timeout_cycles < 16:
             raise ValueError(f"'timeout_cycles' must be an integer >= 16, not {timeout_cycles!r}")
-        if read_latency not in (1, 2, 3):
-            raise ValueError(f"'read_latency' must be 1, 2 or 3, not {read_latency!r}")
+        if read_latency not in (1, 2, 3, 4):
+            raise ValueError(f"'read_latency' must be 1, 2, 3 or 4, not {read_latency!r}")
         self.V, self.mem_words, self.timeout_cycles = V, mem_words, timeout_cycles
         self.read_latency = read_latency
         self.abits = max(1, (mem_words - 1).bit_length())

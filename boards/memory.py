@@ -1,6 +1,9 @@
 """Memory standing in for DRAM on the boards: a single-port RAM and the accelerator-port bridge."""
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -24,15 +27,17 @@ class GenericRam(wiring.Component):
 
     ``banks`` > 1: that many ``sushi_dram_mem`` of ``words/banks`` words, each with its own
     registered copy of the port's inputs (a copy sits by its bank's block RAMs; one register
-    driving all 64 block RAMs of 128 KiB across the die was a 15 ns route) and the read data
-    selected by the bank of the last read: read latency 2 (the input registers, the block RAM)
-    instead of 1."""
+    driving all 64 block RAMs of 128 KiB across the die was a 15 ns route), and an output
+    register of its own that holds the bank's word of the last read (zero when another bank
+    was read), so ``rdata`` is the OR of those registers (a multiplexer of eight block RAM
+    outputs across the die was a 14 ns path): read latency 3 (input registers, block RAM,
+    output registers) instead of 1."""
 
     def __init__(self, *, width_bytes: int, words: int, banks: int = 1):
         if banks < 1 or banks & (banks - 1) or words % banks:
             raise ValueError(f"'banks' must be a power of two dividing {words}, not {banks!r}")
         self.width_bytes, self.words, self.banks = width_bytes, words, banks
-        self.read_latency = 1 if banks == 1 else 2
+        self.read_latency = 1 if banks == 1 else 3
         super().__init__({"port": In(MemPortSignature(addr_bits=max(1, (words - 1).bit_length()),
                                                       data_bits=8 * width_bytes))})
 
@@ -61,15 +66,19 @@ class GenericRam(wiring.Component):
                 MEM_MODULE, p_W=W, p_AW=lb, i_clk=ClockSignal("sync"),
                 i_raddr=a, i_ren=ren, o_rdata=o, i_waddr=a, i_we=we, i_wdata=d)
             outs.append(o)
-        # the bank of the read in flight: registered with the inputs, then with the block RAM
-        sel1, sel2, rd1 = Signal.like(bank), Signal.like(bank), Signal()
+        # the bank of the read in flight: registered with the inputs, then per bank with the
+        # block RAM (whether the read is its own, and a copy of "a read" for its output register)
+        sel1, rd1 = Signal.like(bank), Signal()
         m.d.sync += [sel1.eq(bank), rd1.eq(p.en & ~p.we)]
-        with m.If(rd1):
-            m.d.sync += sel2.eq(sel1)
-        with m.Switch(sel2):
-            for k in range(self.banks):
-                with m.Case(k):
-                    m.d.comb += p.rdata.eq(outs[k])
+        regs = []
+        for k in range(self.banks):
+            own2, rd2 = Signal(name=f"bank{k}_own2"), Signal(name=f"bank{k}{DUP}_rd2")
+            r = Signal(W, name=f"bank{k}_rdata_r", reset_less=True)
+            m.d.sync += [own2.eq(rd1 & (sel1 == k)), rd2.eq(rd1)]
+            with m.If(rd2):
+                m.d.sync += r.eq(Mux(own2, outs[k], 0))
+            regs.append(r)
+        m.d.comb += p.rdata.eq(reduce(operator.or_, regs))
         return m
 
 
@@ -135,8 +144,8 @@ class DramBridge(wiring.Component):
 
     def __init__(self, *, width_bytes: int, addr_bits: int, fifo_depth: int = 4,
                  read_latency: int = 1, out_reg: bool = False):
-        if read_latency not in (1, 2, 3):
-            raise ValueError(f"'read_latency' must be 1, 2 or 3, not {read_latency!r}")
+        if read_latency not in (1, 2, 3, 4):
+            raise ValueError(f"'read_latency' must be 1, 2, 3 or 4, not {read_latency!r}")
         if fifo_depth not in (2, 4, 8, 16):
             raise ValueError(f"'fifo_depth' must be 2, 4, 8 or 16, not {fifo_depth!r}")
         self.V, self.addr_bits, self.fifo_depth = width_bytes, addr_bits, fifo_depth

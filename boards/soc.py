@@ -27,7 +27,8 @@ class SushiSoC(wiring.Component):
     Ports ``running`` (the accelerator works) and ``error`` (STATUS error code != 0 at the link's
     last STATUS read) drive LEDs.  The stream link takes at most a byte every two cycles
     (back-pressure on ``rx``).  The memory's read data is registered before the link and the
-    bridge see it (read latency 2): a block RAM output goes straight into a flip-flop.
+    bridge see it (read latency: the memory's plus one; 2 with the SPRAMs, 4 with the banked
+    block RAM): a memory output goes straight into a flip-flop.
     """
 
     def __init__(self, cfg: AccelConfig, *, ram: str = "generic", mem_bytes: int = 1 << 17,
@@ -64,8 +65,10 @@ class SushiSoC(wiring.Component):
                                             timeout_cycles=self.timeout_cycles, read_latency=lat)
         m.submodules.ram = ram
         # the read data registered on the way out, but for the iCE40 (every flip-flop a logic cell)
+        # (a deeper read FIFO behind the longer block RAM latency: reads keep one beat a cycle)
         m.submodules.bridge = br = DramBridge(width_bytes=V, addr_bits=link.abits, read_latency=lat,
-                                              out_reg=self.ram != "spram")
+                                              out_reg=self.ram != "spram",
+                                              fifo_depth=4 if self.ram == "spram" else 8)
 
         wiring.connect(m, link.csr, accel.csr)
         for ch in ("rd_cmd", "wr_cmd", "wr_data"):

@@ -172,11 +172,20 @@ class PeArray(wiring.Component):
         m.d.sync += self.res_valid.eq(0)
         with m.If(ca["en"] & ca["last"]):
             m.d.sync += [self.res_valid.eq(1), self.res_tag.eq(ca["tag"])]
+        # (deep form with the timing registers: each row's accumulator controls from a copy of
+        # their own, one register was a route to 8 * 32 * R adder and enable inputs)
+        if deep and timing_regs(platform):
+            prev = ctl[L - 2]
+            rc = [dict(zip(("en", "first", "dw"), c))
+                  for c in fanout_copies(m, Cat(prev["en"], prev["first"], prev["dw"]), R, "acc_ctl")]
+        else:
+            rc = [ca] * R
         for r in range(R):
-            s = Mux(ca["dw"], dwp[r], dense_of[r]) if r < V else Mux(ca["dw"], 0, dense_of[r])
+            cr = rc[r]
+            s = Mux(cr["dw"], dwp[r], dense_of[r]) if r < V else Mux(cr["dw"], 0, dense_of[r])
             nxt = Signal(signed(32), name=f"nxt{r}")
-            m.d.comb += nxt.eq(Mux(ca["first"], 0, acc[r]) + s)
-            with m.If(ca["en"]):
+            m.d.comb += nxt.eq(Mux(cr["first"], 0, acc[r]) + s)
+            with m.If(cr["en"]):
                 m.d.sync += acc[r].eq(nxt)
                 if R > V:
                     with m.If(ca["last"]):

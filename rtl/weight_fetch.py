@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op, PARAM_BYTES
 
-from .bus import (BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, fanout_copies, instr_fields,
-                  stable_copy, timing_regs)
+from .bus import (BUFFER_ATTRS, DUP, CmdSignature, DataSignature, INSTR_BITS, fanout_copies,
+                  instr_fields, stable_copy, timing_regs)
 
 __all__ = ["WeightFetch"]
 
@@ -149,7 +149,8 @@ class WeightFetch(wiring.Component):
                 m.submodules[f"pbmem{r}"] = mem
                 pb_r.append(mem.read_port())
                 pb_w.append(staged(mem.write_port(), f"pbst{r}"))
-                m.d.comb += pb_r[r].addr.eq(pb_slot)
+                if not regs:
+                    m.d.comb += pb_r[r].addr.eq(pb_slot)
 
         # loop bounds from the instruction, registered every cycle in two steps (kh*kw, then the
         # bounds): the instruction is stable from the cycle before ``start`` (two with
@@ -241,7 +242,18 @@ class WeightFetch(wiring.Component):
         def upd(*stmts):        # updates of the registered forms
             return list(stmts) if regs else []
         hit = Signal()
-        m.d.comb += [hit.eq(row_hit & col_hit), pb_slot.eq(pbrow + c)]
+        m.d.comb += hit.eq(row_hit & col_hit)
+        # the PB read address pbrow + c: with the timing registers a register per PB row (each by
+        # its block RAMs), stepped beside c and pbrow, not an adder in front of all of them
+        slots = [Signal(SB, name=f"pbslot{DUP}{r}") for r in range(R)] if regs and PBT else []
+
+        def slot_upd(v):
+            return [s.eq(v) for s in slots]
+        if slots:
+            for r in range(R):
+                m.d.comb += pb_r[r].addr.eq(slots[r])
+        else:
+            m.d.comb += pb_slot.eq(pbrow + c)
         daddr = Signal(A)
         m.d.comb += daddr.eq(wbase + run_start * T)
         # rd_data.ready: 1 in the data states (DATA, PDATA, SG_DATA); with the timing registers
@@ -275,6 +287,7 @@ class WeightFetch(wiring.Component):
                 with m.If(g_end):
                     m.next = "IDLE"
                 with m.Elif(~self.full.bit_select(h, 1)):
+                    m.d.sync += slot_upd(pbrow)
                     m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
                                  run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0),
                                  cur.eq(gbase), *upd(run_any.eq(0), run_full.eq(0), c_last.eq(lc1 == 0),
@@ -310,7 +323,9 @@ class WeightFetch(wiring.Component):
                     with m.If(~c_last):
                         m.d.sync += [c.eq(c + 1), cur.eq(cur + 1), *upd(c_last.eq(c == lc2),
                                                         col_hit.eq(c + 1 < e_cres))]
+                        m.d.sync += slot_upd(slots[0] + 1 if slots else 0)
                     with m.Else():
+                        m.d.sync += slot_upd(pbrow + e_cres)
                         ri_n = Mux(ri == 0xFFFF, ri, ri + 1)                           # saturates
                         m.d.sync += [c.eq(0), ri.eq(ri_n), pbrow.eq(pbrow + e_cres),
                                      *upd(c_last.eq(lc1 == 0), col_hit.eq(e_cres != 0),
