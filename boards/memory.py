@@ -28,10 +28,10 @@ class GenericRam(wiring.Component):
     ``banks`` > 1: that many ``sushi_dram_mem`` of ``words/banks`` words, each with its own
     registered copy of the port's inputs (a copy sits by its bank's block RAMs; one register
     driving all 64 block RAMs of 128 KiB across the die was a 15 ns route), and an output
-    register of its own that holds the bank's word of the last read (zero when another bank
-    was read), so ``rdata`` is the OR of those registers (a multiplexer of eight block RAM
+    register of its own that holds the bank's word of a read the cycle it arrives (zero
+    otherwise), so ``rdata`` is the OR of those registers (a multiplexer of eight block RAM
     outputs across the die was a 14 ns path): read latency 3 (input registers, block RAM,
-    output registers) instead of 1."""
+    output registers) instead of 1; ``rdata`` holds a read's word for that one cycle only."""
 
     def __init__(self, *, width_bytes: int, words: int, banks: int = 1):
         if banks < 1 or banks & (banks - 1) or words % banks:
@@ -67,16 +67,14 @@ class GenericRam(wiring.Component):
                 i_raddr=a, i_ren=ren, o_rdata=o, i_waddr=a, i_we=we, i_wdata=d)
             outs.append(o)
         # the bank of the read in flight: registered with the inputs, then per bank with the
-        # block RAM (whether the read is its own, and a copy of "a read" for its output register)
+        # block RAM (whether the word arriving is its own: its output register loads it, else 0)
         sel1, rd1 = Signal.like(bank), Signal()
         m.d.sync += [sel1.eq(bank), rd1.eq(p.en & ~p.we)]
         regs = []
         for k in range(self.banks):
-            own2, rd2 = Signal(name=f"bank{k}_own2"), Signal(name=f"bank{k}{DUP}_rd2")
+            own2 = Signal(name=f"bank{k}_own2")
             r = Signal(W, name=f"bank{k}_rdata_r", reset_less=True)
-            m.d.sync += [own2.eq(rd1 & (sel1 == k)), rd2.eq(rd1)]
-            with m.If(rd2):
-                m.d.sync += r.eq(Mux(own2, outs[k], 0))
+            m.d.sync += [own2.eq(rd1 & (sel1 == k)), r.eq(Mux(own2, outs[k], 0))]
             regs.append(r)
         m.d.comb += p.rdata.eq(reduce(operator.or_, regs))
         return m

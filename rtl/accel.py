@@ -7,8 +7,8 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import VECTOR_OPS, AccelConfig
 from sushi.isa import Op
 
-from .bus import (BUFFER_ATTRS, CmdSignature, CsrSignature, DataSignature, fanout_copies, instr_fields,
-                  stable_copy, timing_regs)
+from .bus import (BUFFER_ATTRS, DUP, CmdSignature, CsrSignature, DataSignature, fanout_copies,
+                  instr_fields, stable_copy, timing_regs)
 from .conv import ConvEngine
 from .csr import COUNTERS, CsrBlock
 from .dma import Dma, ReadMux
@@ -99,7 +99,10 @@ class SushiAccel(wiring.Component):
         # is loaded two cycles (three with deep_pipeline) before its exec_start and an
         # instruction ends only once the post-processor is idle
         regs = timing_regs(platform)
-        is_vec_r = stable_copy(m, is_vec, True, "is_vec_r")
+        # (with the timing registers named like a fan-out copy: the lanes' copies of the same
+        # decode below are kept apart, and yosys would otherwise merge this one into one of them,
+        # far from the activation buffer's port)
+        is_vec_r = stable_copy(m, is_vec, True, "is_vec_r" + (DUP if regs else ""))
         is_pool_r = stable_copy(m, is_pool, True, "is_pool_r")
         is_dma_r = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), True, "is_dma_r")
         is_conv_r = stable_copy(m, op == Op.CONV, True, "is_conv_r")

@@ -113,7 +113,9 @@ class ConvEngine(wiring.Component):
         one_word = RW == 1 and timing_regs(platform)
         d1_acc = Signal(32 * V, reset_less=one_word)
         d1_tag = Signal(16)
-        m.d.comb += self.p_raddr.eq(Mux(hc, RW, 0) + dcur)
+        # (one word per pixel: dcur is 0 whenever the drain reads, so the record address is the
+        # buffer half alone, not a function of res_valid)
+        m.d.comb += self.p_raddr.eq(Mux(hc, RW, 0) if one_word else Mux(hc, RW, 0) + dcur)
         m.d.sync += d1_valid.eq(dact)
         if one_word:
             m.d.sync += d1_acc.eq(pe.res)

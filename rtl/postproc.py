@@ -159,9 +159,14 @@ class Postproc(wiring.Component):
                 m.d.comb += q.eq(qv)
             top = q[7:]
             ovf = ~((top == 0) | (top == (1 << len(top)) - 1))
-            qs = Signal(signed(8), name=f"qs{j}")
-            m.d.comb += qs.eq(Mux(ovf, Mux(q[-1], -128, 127), q[:8]))
-            y = Mux(qs < lo, lo, Mux(qs > hi, hi, qs))
+            if rl:
+                # clamp(sat_int8(q), lo, hi) == clamp(q, lo, hi) for int8 lo and hi (either order):
+                # the clamp alone, two compares of q side by side (no saturation before them)
+                y = Mux(q < lo, lo, Mux(q > hi, hi, q[:8]))
+            else:
+                qs = Signal(signed(8), name=f"qs{j}")
+                m.d.comb += qs.eq(Mux(ovf, Mux(q[-1], -128, 127), q[:8]))
+                y = Mux(qs < lo, lo, Mux(qs > hi, hi, qs))
             with m.If(v[N - 1]):
                 m.d.sync += o_data[8 * j:8 * j + 8].eq(y)
         return m

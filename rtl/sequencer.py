@@ -63,6 +63,7 @@ class Sequencer(wiring.Component):
         c_empty = Signal()
         r_bad, r_halt, r_key, r_ok = Signal(), Signal(), Signal(), Signal()
         r_go = Signal()         # DECODE starts a unit (exec_start from one flip-flop and DECODE)
+        x_start = Signal()      # (deep_pipeline, timing registers) exec_start
         check1 = [c_sg.eq(op == Op.LOADSG), c_sr.eq(op == Op.SETRES), c_key.eq(op == Op.PBKEY),
                   c_on.eq(fk["on"]), c_key_bad.eq(fk["key"] >= cfg.res_entries),
                   c_sr_key.eq(fr["key"] >= cfg.res_entries), c_slot.eq(fr["pb_slot"])]
@@ -96,6 +97,9 @@ class Sequencer(wiring.Component):
             m.d.comb += ([] if rl else [self.fetching.eq(1)]) + list(more)
         if rl:
             m.d.comb += [self.fetching.eq(fetch_r), self.rd_data.ready.eq(fetch_r)]
+        if deep and rl:
+            m.d.sync += x_start.eq(0)
+            m.d.comb += self.exec_start.eq(x_start)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -141,10 +145,13 @@ class Sequencer(wiring.Component):
             if deep:
                 with m.State("CHECK2"):
                     m.d.sync += [r_bad.eq(pb_bad), r_go.eq(r_ok & ~r_halt & ~r_key)]
+                    if rl:      # exec_start itself a flip-flop, set for the one DECODE cycle
+                        m.d.sync += x_start.eq(r_ok & ~r_halt & ~r_key & ~pb_bad)
                     m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += [self.inc_instr_rd.eq(1), self.inc_instr.eq(1)]
-                m.d.comb += self.exec_start.eq(r_go & ~r_bad)
+                if not (deep and rl):
+                    m.d.comb += self.exec_start.eq(r_go & ~r_bad)
                 m.d.sync += pc.eq(pc + INSTR_BYTES)
                 with m.If(r_halt):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]

@@ -121,7 +121,9 @@ class VectorUnit(wiring.Component):
                 en_l, first_l, inpad_l, avg_l = [en2] * V, [first2] * V, [inpad2] * V, [avg] * V
             for j in range(V):
                 a = lane(prd, j)
-                mx = Mux(first_l[j], Mux(inpad_l[j], a, -128), Mux(inpad_l[j] & (a > pacc[j]), a, pacc[j]))
+                # (max pooling keeps int8 values: with the timing registers an 8-bit compare)
+                pm = pacc[j][:8].as_signed() if regs else pacc[j]
+                mx = Mux(first_l[j], Mux(inpad_l[j], a, -128), Mux(inpad_l[j] & (a > pm), a, pacc[j]))
                 sm = Mux(first_l[j], 0, pacc[j]) + Mux(inpad_l[j], a, 0)
                 with m.If(en_l[j]):
                     m.d.sync += pacc[j].eq(Mux(avg_l[j], sm, mx) if PMAX and PAVG else (sm if PAVG else mx))

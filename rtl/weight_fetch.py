@@ -269,6 +269,12 @@ class WeightFetch(wiring.Component):
                 m.d.comb += self.rd_data.ready.eq(1)
         if regs:
             m.d.comb += self.rd_data.ready.eq(rdy)
+            # the staged write ports' address and data whatever the state (only the enables
+            # follow it): no state decode on the selects of their 8 * V + 1 bits per row
+            for r in range(R):
+                m.d.comb += [wport[r].addr.eq(Mux(h, WT, 0) + tloc), wport[r].data.eq(self.rd_data.data)]
+            for r in range(len(pb_w)):
+                m.d.comb += [pb_w[r].addr.eq(sg_slot), pb_w[r].data.eq(self.rd_data.data)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start & is_sr):
@@ -351,8 +357,9 @@ class WeightFetch(wiring.Component):
             with m.State("DATA"):
                 ready_here()
                 for r in range(R):
-                    m.d.comb += [wport[r].addr.eq(Mux(h, WT, 0) + tloc), wport[r].data.eq(self.rd_data.data),
-                                 wport[r].en.eq(self.rd_data.valid & (row == r))]
+                    if not regs:
+                        m.d.comb += [wport[r].addr.eq(Mux(h, WT, 0) + tloc), wport[r].data.eq(self.rd_data.data)]
+                    m.d.comb += wport[r].en.eq(self.rd_data.valid & (row == r))
                 with m.If(self.rd_data.valid):
                     m.d.comb += self.inc_w_rd.eq(1)
                     m.d.sync += beats.eq(beats - 1)
@@ -399,8 +406,9 @@ class WeightFetch(wiring.Component):
             with m.State("SG_DATA"):
                 ready_here()
                 for r in range(len(pb_w)):
-                    m.d.comb += [pb_w[r].addr.eq(sg_slot), pb_w[r].data.eq(self.rd_data.data),
-                                 pb_w[r].en.eq(self.rd_data.valid & (row == r))]
+                    if not regs:
+                        m.d.comb += [pb_w[r].addr.eq(sg_slot), pb_w[r].data.eq(self.rd_data.data)]
+                    m.d.comb += pb_w[r].en.eq(self.rd_data.valid & (row == r))
                 with m.If(self.rd_data.valid):
                     m.d.comb += self.inc_w_rd.eq(1)
                     m.d.sync += beats.eq(beats - 1)
