@@ -164,7 +164,8 @@ class HostLink(wiring.Component):
     read of STATUS.  ``timeout_cycles``: a frame whose next byte does not come within this many
     cycles is answered with Code.TIMEOUT; an oversized frame is discarded until the line has been
     idle this long, then answered with Code.OVERSIZED.  ``read_latency``: cycles from a read of
-    ``mem`` to its ``rdata`` (1: the memory itself; SushiSoC registers the memory output: 2).
+    ``mem`` to its ``rdata`` (1: the memory itself; SushiSoC: its memory's plus its output
+    register, 2 or 4).
 
     Timing: every decision is taken from flip-flops (a one-hot state machine; flags computed a
     cycle or more ahead).  A received byte waits in a register (``rx`` is ready while it is empty:

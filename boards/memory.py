@@ -131,7 +131,7 @@ class DramBridge(wiring.Component):
     """The accelerator's DRAM port (docs/isa.md) on a single-port memory: one access per cycle,
     write beats first; read beats queue in a small FIFO (rd_data back-pressure).  Byte addresses
     are taken modulo the memory size.  ``read_latency``: cycles from a read to ``mem.rdata``
-    (SushiSoC registers the memory output: 2).
+    (SushiSoC: its memory's plus its output register, 2 or 4).
 
     Timing: the memory port is driven from flip-flops, and the accelerator's signals reach the
     bridge's flip-flops through about a gate (its other inputs are flip-flops or logic of
