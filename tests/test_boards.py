@@ -39,13 +39,17 @@ def test_uart_tx_to_rx_loopback():
 
 
 
-def _registered_memory(m, mem, port):
+def _registered_memory(m, mem, port, extra: int = 1):
     """``port`` (a memory port: addr, en, we, wdata, rdata) on ``mem`` with its read data registered
-    once more, as SushiSoC does (read latency 2)."""
+    ``extra`` times more: read latency 1 + extra (SushiSoC: 2 on the SPRAMs, 4 on the banked
+    block RAM)."""
     from amaranth.hdl import Signal
     rp, wp = mem.read_port(), mem.write_port()
-    rd = Signal(len(rp.data))
-    m.d.sync += rd.eq(rp.data)
+    rd = rp.data
+    for _ in range(extra):
+        r = Signal(len(rp.data))
+        m.d.sync += r.eq(rd)
+        rd = r
     m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en & ~port.we), wp.addr.eq(port.addr),
                  wp.data.eq(port.wdata), wp.en.eq(port.en & port.we), port.rdata.eq(rd)]
 
@@ -150,11 +154,12 @@ def test_host_link_frames_under_back_pressure():
     assert counters[:2] == (0x2A00, 10) and counters[-1] == 0x01020304
 
 
-@pytest.mark.parametrize("out_reg", [False, True])
-def test_dram_bridge_with_registered_read_data_and_stalls(out_reg):
-    """DramBridge on a memory whose read data is registered (latency 2): writes then reads of the
-    same words back, the accelerator side stalling at random; with and without the registered
-    read-data output (the ECP5 SoC's)."""
+@pytest.mark.parametrize("out_reg,latency,depth", [(False, 2, 4), (True, 2, 4), (True, 4, 8)],
+                         ids=["lat2", "lat2-out_reg", "lat4-out_reg-fifo8"])
+def test_dram_bridge_with_registered_read_data_and_stalls(out_reg, latency, depth):
+    """DramBridge on a memory whose read data is registered (latency 2: the iCE40 SoC's; 4 with
+    an 8-deep read FIFO and the registered read-data output: the ECP5 SoC's): writes then reads
+    of the same words back, the accelerator side stalling at random."""
     import random
 
     from amaranth.hdl import Module
@@ -163,9 +168,10 @@ def test_dram_bridge_with_registered_read_data_and_stalls(out_reg):
     from boards.memory import DramBridge
     V, words = 4, 128
     m = Module()
-    m.submodules.br = br = DramBridge(width_bytes=V, addr_bits=7, read_latency=2, out_reg=out_reg)
+    m.submodules.br = br = DramBridge(width_bytes=V, addr_bits=7, read_latency=latency, out_reg=out_reg,
+                                      fifo_depth=depth)
     m.submodules.mem = mem = Memory(shape=8 * V, depth=words, init=[])
-    _registered_memory(m, mem, br.mem)
+    _registered_memory(m, mem, br.mem, extra=latency - 1)
     rng = random.Random(3)
     model, bad = [0] * words, []
 
