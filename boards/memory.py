@@ -70,13 +70,13 @@ class GenericRam(wiring.Component):
         # block RAM (whether the word arriving is its own: its output register loads it, else 0)
         sel1, rd1 = Signal.like(bank), Signal()
         m.d.sync += [sel1.eq(bank), rd1.eq(p.en & ~p.we)]
-        regs = []
+        outs_r = []
         for k in range(self.banks):
             own2 = Signal(name=f"bank{k}_own2")
             r = Signal(W, name=f"bank{k}_rdata_r", reset_less=True)
             m.d.sync += [own2.eq(rd1 & (sel1 == k)), r.eq(Mux(own2, outs[k], 0))]
-            regs.append(r)
-        m.d.comb += p.rdata.eq(reduce(operator.or_, regs))
+            outs_r.append(r)
+        m.d.comb += p.rdata.eq(reduce(operator.or_, outs_r))
         return m
 
 

@@ -7,8 +7,8 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import VECTOR_OPS, AccelConfig
 from sushi.isa import Op
 
-from .bus import (BUFFER_ATTRS, DUP, CmdSignature, CsrSignature, DataSignature, fanout_copies,
-                  instr_fields, stable_copy, timing_regs)
+from .bus import (BUFFER_ATTRS, DUP, CmdSignature, CsrSignature, DataSignature, driving_register,
+                  fanout_copies, instr_fields, stable_copy, timing_regs)
 from .conv import ConvEngine
 from .csr import COUNTERS, CsrBlock
 from .dma import Dma, ReadMux
@@ -189,10 +189,8 @@ class SushiAccel(wiring.Component):
         w_en, w_addr, w_data = (dma.buf_we | pp.o_valid, Mux(dma.buf_we, dma.buf_waddr, pp.o_tag),
                                 Mux(dma.buf_we, dma.buf_wdata, pp.o_data))
         if regs:
-            wa = Signal.like(wp.addr, name="wp_addr_r", reset_less=True)
-            wd = Signal.like(wp.data, name="wp_data_r", reset_less=True)
-            m.d.sync += [wp.en.eq(w_en), wa.eq(w_addr), wd.eq(w_data)]
-            m.d.comb += [wp.addr.eq(wa), wp.data.eq(wd)]
+            m.d.sync += [wp.en.eq(w_en), driving_register(m, wp.addr, "wp_addr_r").eq(w_addr),
+                         driving_register(m, wp.data, "wp_data_r").eq(w_data)]
         else:
             m.d.comb += [wp.en.eq(w_en), wp.addr.eq(w_addr), wp.data.eq(w_data)]
 

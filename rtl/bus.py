@@ -85,6 +85,16 @@ def stable_copy(m, value, regs: bool, name: str):
     return r
 
 
+def driving_register(m, port, name: str):
+    """A register without reset, named ``name``, that drives ``port`` (of its shape): a data
+    register behind a port whose value matters only where a valid bit or an enable says so.
+    The caller loads it (``m.d.sync += r.eq(...)``)."""
+    from amaranth.hdl import Signal
+    r = Signal.like(port, name=name, reset_less=True)
+    m.d.comb += port.eq(r)
+    return r
+
+
 #: the name suffix of fan-out copies (``fanout_copies``); the board builds keep their flip-flops
 #: apart (yosys would otherwise merge identical flip-flops back into one)
 DUP = "_dup"

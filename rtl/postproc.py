@@ -5,7 +5,7 @@ from amaranth.lib.wiring import In, Out
 
 from sushi.config import AccelConfig
 
-from .bus import stable_copy, timing_regs
+from .bus import driving_register, stable_copy, timing_regs
 
 __all__ = ["Postproc", "PostprocSignature", "latency"]
 
@@ -99,10 +99,7 @@ class Postproc(wiring.Component):
             load(k, r.eq(value))
             return r
 
-        o_data = self.o_data
-        if rl:
-            o_data = Signal.like(self.o_data, reset_less=True)
-            m.d.comb += self.o_data.eq(o_data)
+        o_data = driving_register(m, self.o_data, "o_data") if rl else self.o_data
         for j in range(V):
             acc = self.i.acc[32 * j:32 * j + 32].as_signed()
             bias = self.i.bias[32 * j:32 * j + 32].as_signed()

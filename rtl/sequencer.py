@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import INSTR_BYTES, Op
 
-from .bus import CmdSignature, DataSignature, INSTR_BITS, instr_fields, timing_regs
+from .bus import CmdSignature, DataSignature, INSTR_BITS, driving_register, instr_fields, timing_regs
 
 __all__ = ["Sequencer"]
 
@@ -43,10 +43,7 @@ class Sequencer(wiring.Component):
         # the instruction register; with the timing registers without a reset (it is loaded
         # before anything decodes it), as are the DECODE operands below
         rl = timing_regs(platform)
-        instr = self.instr
-        if rl:
-            instr = Signal(INSTR_BITS, name="instr_r", reset_less=True)
-            m.d.comb += self.instr.eq(instr)
+        instr = driving_register(m, self.instr, "instr_r") if rl else self.instr
         op = instr[:8]
         m.d.comb += self.exec_op.eq(op[:4])
         fs = instr_fields(instr, Op.LOADSG)

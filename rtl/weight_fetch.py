@@ -68,20 +68,22 @@ class WeightFetch(wiring.Component):
 
         regs = timing_regs(platform)
 
-        def staged(wp, name):
+        def staged(wp, name, data_bits=None):
             """The write port's inputs, registered on the way with the timing registers (the
             register sits by its block RAM; DRAM data cross the die to it): the write lands a cycle
             later, before anything reads the word (a buffer half is marked full, a LOADSG done,
-            cycles after its last write)."""
+            cycles after its last write).  ``data_bits``: a narrower data word, replicated across
+            the port after the register (the record buffer's lanes take one DRAM beat each)."""
             if not regs:
                 return wp
-            st = SimpleNamespace(**{f: Signal.like(getattr(wp, f), name=f"{name}_{f}")
-                                    for f in ("addr", "data", "en")})
+            st = SimpleNamespace(addr=Signal.like(wp.addr, name=f"{name}_addr"),
+                                 data=Signal(data_bits or len(wp.data), name=f"{name}_data"),
+                                 en=Signal.like(wp.en, name=f"{name}_en"))
             # address and data need no reset (only the enable does)
-            a, d = (Signal.like(getattr(wp, f), name=f"{name}_{f}_r", reset_less=True)
-                    for f in ("addr", "data"))
+            a = Signal.like(wp.addr, name=f"{name}_addr_r", reset_less=True)
+            d = Signal.like(st.data, name=f"{name}_data_r", reset_less=True)
             m.d.sync += [a.eq(st.addr), d.eq(st.data), wp.en.eq(st.en)]
-            m.d.comb += [wp.addr.eq(a), wp.data.eq(d)]
+            m.d.comb += [wp.addr.eq(a), wp.data.eq(Cat(*([d] * (len(wp.data) // len(d)))))]
             return st
 
         # weight buffer
@@ -96,19 +98,12 @@ class WeightFetch(wiring.Component):
         pmem = Memory(shape=64 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
         m.submodules.pmem = pmem
         prp = pmem.read_port()
-        pwp = pmem_wp = pmem.write_port(granularity=8 * V)
+        pwp = pmem.write_port(granularity=8 * V)
         m.d.comb += [prp.addr.eq(self.p_raddr), self.p_rdata.eq(prp.data)]
-        # the parameter records' write port: one DRAM beat (8 * V bits) into one of its 8 lanes;
-        # with the timing registers staged like the buffers' ports (the half is marked full with
-        # its last beat, the CONV engine reads its records cycles later), the beat replicated
-        # after the register
-        if regs:
-            pwp = SimpleNamespace(addr=Signal.like(pmem_wp.addr, name="pst_addr"),
-                                  data=Signal(8 * V, name="pst_data"), en=Signal(8, name="pst_en"))
-            pa, pd = (Signal.like(getattr(pwp, f), name=f"pst_{f}_r", reset_less=True)
-                      for f in ("addr", "data"))
-            m.d.sync += [pa.eq(pwp.addr), pd.eq(pwp.data), pmem_wp.en.eq(pwp.en)]
-            m.d.comb += [pmem_wp.addr.eq(pa), pmem_wp.data.eq(Cat(*([pd] * 8)))]
+        # the parameter records' write port: one DRAM beat (8 * V bits) into one of its 8 lanes
+        # (the half is marked full with its last beat, the CONV engine reads its records cycles
+        # later)
+        pwp = staged(pwp, "pst", 8 * V)
 
         f = instr_fields(self.instr, Op.CONV)
         fs = instr_fields(self.instr, Op.LOADSG)
@@ -382,7 +377,7 @@ class WeightFetch(wiring.Component):
             with m.State("PDATA"):
                 ready_here()
                 m.d.comb += [pwp.addr.eq(Mux(h, RW, 0) + (pk >> 3)),
-                             pwp.data.eq(self.rd_data.data if regs else Cat(*([self.rd_data.data] * 8)))]
+                             pwp.data.eq(Cat(*([self.rd_data.data] * (len(pwp.data) // (8 * V)))))]
                 with m.If(self.rd_data.valid):
                     m.d.comb += [self.inc_w_rd.eq(1), pwp.en.eq(Const(1, 8) << pk[:3])]
                     m.d.sync += [pk.eq(pk + 1), *upd(pk_last.eq(pk == rec_beats2))]
