@@ -58,13 +58,16 @@ class GenericRam(wiring.Component):
             # the copies are named *_dup* (rtl.bus.DUP): board builds keep them apart
             a = Signal(lb, name=f"bank{k}{DUP}_addr", reset_less=True)
             d = Signal(W, name=f"bank{k}{DUP}_wdata", reset_less=True)
-            ren, we = Signal(name=f"bank{k}_ren"), Signal(name=f"bank{k}_we")
+            we = Signal(name=f"bank{k}_we")
             hit = p.en & (bank == k)
-            m.d.sync += [a.eq(p.addr[:lb]), d.eq(p.wdata), ren.eq(hit & ~p.we), we.eq(hit & p.we)]
+            m.d.sync += [a.eq(p.addr[:lb]), d.eq(p.wdata), we.eq(hit & p.we)]
             o = Signal(W, name=f"bank{k}_rdata")
+            # (the bank reads every cycle: its output register takes only the words of its own
+            # reads, so a read enable would add nothing but the logic yosys builds to hold the
+            # block RAM's output while it is low, a flip-flop driving a 2:1 mux per bit)
             m.submodules[f"mem{k}"] = Instance(
                 MEM_MODULE, p_W=W, p_AW=lb, i_clk=ClockSignal("sync"),
-                i_raddr=a, i_ren=ren, o_rdata=o, i_waddr=a, i_we=we, i_wdata=d)
+                i_raddr=a, i_ren=1, o_rdata=o, i_waddr=a, i_we=we, i_wdata=d)
             outs.append(o)
         # the bank of the read in flight: registered with the inputs, then per bank with the
         # block RAM (whether the word arriving is its own: its output register loads it, else 0)

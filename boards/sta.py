@@ -322,7 +322,18 @@ def sdf_timing(text: str, period: float) -> dict:
     for g in rows:
         g["path"] = path(g["pin"])
         g["source"] = g["path"][0][0]
-    return {"period_ns": period, "endpoints": len(ends),
+    # the same endpoints by where their worst path starts: (source, its worst, its endpoints,
+    # their signal groups by count)
+    by_src = {}
+    for a, pin in ends:
+        if a <= period:
+            break
+        src = cell_group(path(pin)[0][0])
+        s = by_src.setdefault(src, {"source": src, "endpoints": 0, "ns": round(a, 3), "to": {}})
+        s["endpoints"] += 1
+        s["to"][cell_group(pin)] = s["to"].get(cell_group(pin), 0) + 1
+    sources = sorted(by_src.values(), key=lambda s: -s["endpoints"])
+    return {"period_ns": period, "endpoints": len(ends), "sources": sources,
             "failing": sum(1 for a, _ in ends if a > period),
             "worst_ns": round(ends[0][0], 3) if ends else 0.0,
             "fmax_mhz": round(1000.0 / ends[0][0], 2) if ends else None, "groups": rows}
@@ -336,11 +347,21 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=40, help="signal groups to print")
     ap.add_argument("--full", action="store_true", help="print each group's path")
     ap.add_argument("--sdf", metavar="FILE", help="nextpnr's --sdf output: post-route timing")
+    ap.add_argument("--by-source", action="store_true",
+                    help="with --sdf: the failing endpoints grouped by their worst path's start")
     args = ap.parse_args(argv)
     if args.sdf:
         with open(args.sdf) as fh:
             r = sdf_timing(fh.read(), args.period)
         head = f"(post-route, SDF); worst {r['worst_ns']} ns ({r['fmax_mhz']} MHz)"
+        if args.by_source:
+            print(f"{r['failing']} of {r['endpoints']} endpoints over {args.period} ns {head}; "
+                  f"{len(r['sources'])} sources")
+            for s in r["sources"][:args.top]:
+                to = sorted(s["to"].items(), key=lambda kv: -kv[1])
+                print(f"{s['ns']:6.2f}  {s['endpoints']:5d}  {s['source']}  ->  "
+                      + ", ".join(f"{n} ({c})" for n, c in to[:4]) + (" ..." if len(to) > 4 else ""))
+            return 0
         _print_groups(r, args, head, "ns", "pins", lambda step: f"{step[1]:7.3f}  {step[0]}")
         return 0
     if not args.netlist or not args.family:

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 
 from .bus import fanout_copies, timing_regs
+from .dsp import ecp5_dsp_regs, registered_product
 
 __all__ = ["PeArray", "ICE40_DUAL_MAC", "latency"]
 
@@ -42,13 +43,14 @@ def _sb_mac16_dual8x8(m, name, a, b, ce, o):
 
 def latency(cfg: AccelConfig) -> int:
     """Cycles from a step's inputs (cycle 0) to its ``res_valid`` (a pixel's last step)."""
-    return 5 if cfg.deep_pipeline else 2
+    return 7 if cfg.deep_pipeline else 2
 
 
 class PeArray(wiring.Component):
     """One reduction step per cycle; ``latency(cfg)`` pipeline stages: with ``deep_pipeline`` the
-    memory words registered, the depthwise row select registered, products, partial sums,
-    accumulate; else products, then sum and accumulate.
+    memory words registered, the weights (and the activation word's copies) registered, the
+    multipliers' operands, the products, the products again, partial sums, accumulate; else
+    products, then sum and accumulate.
 
     Inputs of a step (cycle 0): activation word ``a`` (V int8) with ``inpad`` (0: the word reads as
     zeros, padding), tile ``w`` (R rows of V int8, row r at bits [8V*r, 8V*(r+1))), ``first``
@@ -93,6 +95,12 @@ class PeArray(wiring.Component):
                         m.d.comb += wsel.eq(rows[r])
             return Mux(dw, wsel, rows[0])
 
+        # (deep, with the timing registers: every row's lane j makes w[r][j] * a[j] in dense and
+        # depthwise steps alike, and the depthwise product of lane j, w[dsel][j] * a[j], is chosen
+        # from the rows' products after the multipliers: a select of row 0's weights in front of
+        # its multipliers was a route of 11 ns into the DSPs)
+        late = deep and timing_regs(platform)
+        dsp = deep and ecp5_dsp_regs(platform)
         if deep:
             # stage 1: the memory words registered (the block RAM outputs drive only these)
             # (the pipeline never stalls and a step's values move on every cycle: the datapath
@@ -101,17 +109,13 @@ class PeArray(wiring.Component):
             nr = dict(reset_less=True)
             a1, w1 = Signal(8 * V, **nr), Signal(8 * V * R, **nr)
             m.d.sync += [a1.eq(Mux(self.inpad, self.a, 0)), w1.eq(self.w)]
-            # stage 2: the depthwise row select (a wide mux) registered; the rest copied along
+            # stage 2: the weights registered (without the timing registers: row 0's through the
+            # depthwise row select, a wide mux)
             c1 = ctl[1]
-            w02 = Signal(8 * V, **nr)
+            w02 = Signal(8 * V, **nr) if not late else Signal(8 * V, name="w2_0", **nr)
             w2 = [w02] + [Signal(8 * V, name=f"w2_{r}", **nr) for r in range(1, R)]
-            if timing_regs(platform):
-                # each byte lane's select from its own copy of (dsel1, dw1): one copy was a route
-                # to 8 * V wide muxes
-                sels = fanout_copies(m, Cat(self.dsel, self.dw), V, "dsel1")
-                for j in range(V):
-                    m.d.sync += w02[8 * j:8 * j + 8].eq(
-                        select(m, [row[8 * j:8 * j + 8] for row in rows_of(w1)], sels[j][:-1], sels[j][-1]))
+            if late:
+                m.d.sync += w02.eq(rows_of(w1)[0])
             else:
                 m.d.sync += w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))
             m.d.sync += [w2[r].eq(rows_of(w1)[r]) for r in range(1, R)]
@@ -119,12 +123,24 @@ class PeArray(wiring.Component):
             # multipliers sit elsewhere on the die: one register feeding all R of them was the
             # longest route into the DSPs)
             if timing_regs(platform):
-                arows = fanout_copies(m, a1, R, "a2")
+                a2 = fanout_copies(m, a1, R, "a2")
             else:
-                a2 = Signal(8 * V, **nr)
-                m.d.sync += a2.eq(a1)
-                arows = [a2] * R
-            wrows, cm = w2, ctl[2]
+                a2 = [Signal(8 * V, name="a2", **nr)] * R
+                m.d.sync += a2[0].eq(a1)
+            # stage 3: the multipliers' operands registered, stage 4: the products registered
+            # (the DSPs' own input and output registers on ECP5: the stage-2 registers carry the
+            # words from the block RAMs to them, the stage-5 ones the products to the adders)
+            if dsp:
+                dsp_prod = [[registered_product(m, f"mul{r}_{j}", w2[r][8 * j:8 * j + 8],
+                                                a2[r][8 * j:8 * j + 8], 16)
+                             for j in range(V)] for r in range(R)]
+                wrows = arows = None
+            else:
+                wrows = [Signal(8 * V, name=f"w3_{r}", **nr) for r in range(R)]
+                arows = [Signal(8 * V, name=f"a3_{r}", **nr) for r in range(R)]
+                m.d.sync += [wrows[r].eq(w2[r]) for r in range(R)]
+                m.d.sync += [arows[r].eq(a2[r]) for r in range(R)]
+            cm = ctl[3]
         else:
             rows = rows_of(self.w)
             arows = [Mux(self.inpad, self.a, 0)] * R
@@ -134,6 +150,9 @@ class PeArray(wiring.Component):
         prod = [[Signal(signed(16), name=f"p{r}_{j}", reset_less=deep) for j in range(V)] for r in range(R)]
         dual = _dual_mac(platform)
         for r in range(R):
+            if wrows is None:           # in the DSPs (ECP5)
+                m.d.comb += [prod[r][j].eq(dsp_prod[r][j]) for j in range(V)]
+                continue
             wr, a = wrows[r], arows[r]
             if dual:                    # products j, j+1 in one SB_MAC16 (V is even)
                 for j in range(0, V, 2):
@@ -151,15 +170,27 @@ class PeArray(wiring.Component):
                         m.d.sync += pj
         cp = ctl[L - 2] if deep else ctl[L - 1]     # the stage after the products
         if deep:
-            # each row's products in two partial sums; depthwise: lane r's product of row 0
+            # stage 5: the products registered again (by the adders); stage 6: each row's
+            # products in two partial sums, and depthwise lane r's product (row dsel's; without
+            # the timing registers row 0's)
+            pr = [[Signal(signed(16), name=f"pr{r}_{j}", **nr) for j in range(V)] for r in range(R)]
+            m.d.sync += [pr[r][j].eq(prod[r][j]) for r in range(R) for j in range(V)]
             H = (V + 1) // 2
             part = [[Signal(signed(16 + H.bit_length()), name=f"s{r}_{h}", **nr) for h in range(2)]
                     for r in range(R)]
             for r in range(R):
-                m.d.sync += [part[r][0].eq(sum(prod[r][j] for j in range(H))),
-                             part[r][1].eq(sum(prod[r][j] for j in range(H, V)) if V > H else 0)]
+                m.d.sync += [part[r][0].eq(sum(pr[r][j] for j in range(H))),
+                             part[r][1].eq(sum(pr[r][j] for j in range(H, V)) if V > H else 0)]
             dwp = [Signal(signed(16), name=f"dwp{r}", **nr) for r in range(min(R, V))]
-            m.d.sync += [dwp[r].eq(prod[0][r]) for r in range(len(dwp))]
+            if late:        # lane r's from row dsel5 (each lane's from its own copy of dsel5)
+                dsel5 = fanout_copies(m, ctl[4]["dsel"], len(dwp), "dsel5")
+                for r in range(len(dwp)):
+                    with m.Switch(dsel5[r]):
+                        for k in range(R):
+                            with m.Case(k):
+                                m.d.sync += dwp[r].eq(pr[k][r])
+            else:
+                m.d.sync += [dwp[r].eq(pr[0][r]) for r in range(len(dwp))]
             dense_of = [part[r][0] + part[r][1] for r in range(R)]
             ca = ctl[L - 1]
         else:

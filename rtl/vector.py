@@ -1,5 +1,7 @@
 """The vector unit: POOL (max / average), ADD (requantized element-wise sum), MUL (per-channel
 vector broadcast over pixels) and LUT (table lookup), V lanes."""
+from types import SimpleNamespace
+
 from amaranth.hdl import Const, Module, Signal, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -304,16 +306,27 @@ class VectorUnit(wiring.Component):
         if POOL:
             addr = Mux(is_pool, win.addr, addr) if (AM or LUT) else win.addr
         m.d.comb += [self.buf_ren.eq(1), self.buf_raddr.eq(addr), self.pp.bias.eq(0)]
+        # deep_pipeline: the beat registered at the unit's output (one more cycle per
+        # instruction, FLUSH waits it out): the lanes' selects of pool sums, table bytes and
+        # ADD/MUL results end at registers by the unit, and the post-processor's input registers
+        # take them across the die
+        fields = ("valid", "tag", "lo", "hi", "acc", "mult", "shift")
+        if cfg.deep_pipeline:
+            bt = SimpleNamespace(**{n: Signal.like(getattr(self.pp, n), name=f"beat_{n}",
+                                                   reset_less=n != "valid") for n in fields})
+            m.d.sync += [getattr(self.pp, n).eq(getattr(bt, n)) for n in fields]
+        else:
+            bt = self.pp
 
         def beat(valid, tag, lo, hi, lanes=()):
-            m.d.comb += [self.pp.valid.eq(valid), self.pp.tag.eq(tag), self.pp.lo.eq(lo), self.pp.hi.eq(hi)]
+            m.d.comb += [bt.valid.eq(valid), bt.tag.eq(tag), bt.lo.eq(lo), bt.hi.eq(hi)]
             for j, lane_values in enumerate(lanes):
                 lane_beat(j, *lane_values)
 
         def lane_beat(j, acc, mult, shift):
-            m.d.comb += [self.pp.acc[32 * j:32 * j + 32].eq(acc),
-                         self.pp.mult[16 * j:16 * j + 16].eq(mult),
-                         self.pp.shift[6 * j:6 * j + 6].eq(shift)]
+            m.d.comb += [bt.acc[32 * j:32 * j + 32].eq(acc),
+                         bt.mult[16 * j:16 * j + 16].eq(mult),
+                         bt.shift[6 * j:6 * j + 6].eq(shift)]
         if regs:        # the lanes' selects from their own decode copies
             _chain(m, [(test, lambda r=rest: beat(*r[:4])) for test, _, *rest in beats])
             for j in range(V):
@@ -344,13 +357,13 @@ class VectorUnit(wiring.Component):
                 with m.State("POOL"):
                     m.d.comb += prun.eq(1)
                     with m.If(win.advance & win.final):
-                        m.d.sync += wait.eq(4 + int(cfg.deep_pipeline))
+                        m.d.sync += wait.eq(4 + 2 * int(cfg.deep_pipeline))
                         m.next = "FLUSH"
             if AM:
                 with m.State("ADD"):
                     m.d.comb += arun.eq(1)
                     with m.If(aend):
-                        m.d.sync += wait.eq(4)
+                        m.d.sync += wait.eq(4 + int(cfg.deep_pipeline))
                         m.next = "FLUSH"
             if LUT:
                 with m.State("LCMD"):
@@ -371,7 +384,7 @@ class VectorUnit(wiring.Component):
                 with m.State("LUT"):
                     m.d.comb += lrun.eq(1)
                     with m.If(lend):
-                        m.d.sync += wait.eq(5 + int(cfg.deep_pipeline))
+                        m.d.sync += wait.eq(5 + 2 * int(cfg.deep_pipeline))
                         m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += wait.eq(wait - 1)

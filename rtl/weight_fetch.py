@@ -95,15 +95,31 @@ class WeightFetch(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [rp.addr.eq(self.w_raddr), self.w_rdata[8 * V * r:8 * V * (r + 1)].eq(rp.data)]
             wport.append(staged(wp, f"wst{r}"))
-        pmem = Memory(shape=64 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
-        m.submodules.pmem = pmem
-        prp = pmem.read_port()
-        pwp = pmem.write_port(granularity=8 * V)
-        m.d.comb += [prp.addr.eq(self.p_raddr), self.p_rdata.eq(prp.data)]
         # the parameter records' write port: one DRAM beat (8 * V bits) into one of its 8 lanes
         # (the half is marked full with its last beat, the CONV engine reads its records cycles
         # later)
-        pwp = staged(pwp, "pst", 8 * V)
+        if regs:
+            # one memory per lane, each with a staged write port of its own (one address
+            # register driving the 128 LUT RAMs of all eight lanes was a 12 ns route)
+            pwp = SimpleNamespace(addr=Signal(range(2 * RW), name="pst_addr"),
+                                  data=Signal(8 * V, name="pst_data"), en=Signal(8, name="pst_en"))
+            lanes = []
+            for k in range(8):
+                mem = Memory(shape=8 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
+                m.submodules[f"pmem{k}"] = mem
+                rp = mem.read_port()
+                st = staged(mem.write_port(), f"pst{DUP}{k}")
+                m.d.comb += [rp.addr.eq(self.p_raddr), st.addr.eq(pwp.addr), st.data.eq(pwp.data),
+                             st.en.eq(pwp.en[k])]
+                lanes.append(rp.data)
+            m.d.comb += self.p_rdata.eq(Cat(*lanes))
+        else:
+            pmem = Memory(shape=64 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
+            m.submodules.pmem = pmem
+            prp = pmem.read_port()
+            pwp = pmem.write_port(granularity=8 * V)
+            m.d.comb += [prp.addr.eq(self.p_raddr), self.p_rdata.eq(prp.data)]
+            pwp = staged(pwp, "pst", 8 * V)
 
         f = instr_fields(self.instr, Op.CONV)
         fs = instr_fields(self.instr, Op.LOADSG)

@@ -272,26 +272,30 @@ class _Machine:
         # win.start in IDLE (d), first step d+3 (two setup cycles), FLUSH wait 5..0 -> done
         st.sram_rd_bytes = steps * V
         st.sram_wr_bytes = ins.out_h * ins.out_w * ins.c_w * V
-        deep = int(self.cfg.deep_pipeline)        # the read word registered (deep) before the max/sum
+        # deep: the read word registered before the max/sum, and the beat at the unit's output
+        deep = int(self.cfg.deep_pipeline)
         if steps:           # last step d+2+steps, (its word registered,) accumulated, then the beat
-            self.pp_last = d + 4 + deep + steps
-        return d + 3 + steps + 4 + deep
+            self.pp_last = d + 4 + 2 * deep + steps
+        return d + 3 + steps + 4 + 2 * deep
 
     def _add(self, ins, d, st):
         n = ins.n_words
         st.sram_rd_bytes, st.sram_wr_bytes = 2 * n * self.V, n * self.V
         # ADD state from d+1, a/b reads on alternating cycles (2n), aend, FLUSH wait 4..0; the
-        # last b read at d+2n -> registered, multiplied, added -> beat at d+2n+4
+        # last b read at d+2n -> registered, multiplied, added -> beat at d+2n+4 (deep: its
+        # register at the unit's output, one more cycle)
+        deep = int(self.cfg.deep_pipeline)
         if n:
-            self.pp_last = d + 2 * n + 4
-        return d + 1 + 2 * n + 5
+            self.pp_last = d + 2 * n + 4 + deep
+        return d + 1 + 2 * n + 5 + deep
 
     def _mul(self, ins, d, st):
         n = ins.n_pix * ins.c_w
         st.sram_rd_bytes, st.sram_wr_bytes = 2 * n * self.V, n * self.V
+        deep = int(self.cfg.deep_pipeline)
         if n:
-            self.pp_last = d + 2 * n + 4
-        return d + 1 + 2 * n + 5
+            self.pp_last = d + 2 * n + 4 + deep
+        return d + 1 + 2 * n + 5 + deep
 
     def _lut(self, ins, d, st):
         V = self.V
@@ -301,10 +305,11 @@ class _Machine:
         st.w_rd_bytes = isa.LUT_BYTES
         st.sram_wr_bytes = isa.LUT_BYTES * V + n * V  # V lane copies of the table; the results
         st.sram_rd_bytes = n * V + n * V * V          # inputs; one V-byte table word per lane
-        deep = int(self.cfg.deep_pipeline)            # the read word registered (deep) before the tables
+        # deep: the read word registered before the tables, the beat at the unit's output
+        deep = int(self.cfg.deep_pipeline)
         if n:                                         # lookups c .. c+n-1, table read, beat
-            self.pp_last = c + n + 1 + deep
-        return c + n + 6 + deep                       # n lookups, FLUSH wait 5(+deep)..0
+            self.pp_last = c + n + 1 + 2 * deep
+        return c + n + 6 + 2 * deep                   # n lookups, FLUSH wait 5(+2 deep)..0
 
     # ---- LOADSG (rtl/weight_fetch.py SG_ISSUE / SG_DATA / SG_SET)
     def _loadsg(self, ins, d, st):

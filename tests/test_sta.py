@@ -127,4 +127,7 @@ def test_sdf_timing_by_hand(tmp_path, capsys):
     assert r["endpoints"] == 1 and r["worst_ns"] == pytest.approx(0.5 + 2.0 + 0.24 + 0.7 + 0.1)
     assert r["failing"] == 1 and r["groups"][0]["source"] == "src/Q"
     assert [p for p, _ in r["groups"][0]["path"]] == ["src/Q", "lut/A", "lut/F", "dst/DI"]
-    assert sdf_timing(sdf, period=4.0)["failing"] == 0
+    assert r["sources"] == [{"source": "src", "endpoints": 1, "ns": pytest.approx(3.54), "to": {"dst": 1}}]
+    assert main(["--sdf", str(tmp_path / "t.sdf"), "--period", "3", "--by-source"]) == 0
+    assert "1  src  ->  dst (1)" in capsys.readouterr().out
+    assert sdf_timing(sdf, period=4.0)["failing"] == 0 and sdf_timing(sdf, period=4.0)["sources"] == []
