@@ -48,8 +48,8 @@ def latency(cfg: AccelConfig) -> int:
 
 class PeArray(wiring.Component):
     """One reduction step per cycle; ``latency(cfg)`` pipeline stages: with ``deep_pipeline`` the
-    memory words registered, the weights (and the activation word's copies) registered, the
-    multipliers' operands, the products, the products again, partial sums, accumulate; else
+    memory words registered, the weights (row 0's through the depthwise row select) and the
+    activation word's copies registered, the multipliers' operands, the products, the products again, partial sums, accumulate; else
     products, then sum and accumulate.
 
     Inputs of a step (cycle 0): activation word ``a`` (V int8) with ``inpad`` (0: the word reads as
@@ -95,11 +95,6 @@ class PeArray(wiring.Component):
                         m.d.comb += wsel.eq(rows[r])
             return Mux(dw, wsel, rows[0])
 
-        # (deep, with the timing registers: every row's lane j makes w[r][j] * a[j] in dense and
-        # depthwise steps alike, and the depthwise product of lane j, w[dsel][j] * a[j], is chosen
-        # from the rows' products after the multipliers: a select of row 0's weights in front of
-        # its multipliers was a route of 11 ns into the DSPs)
-        late = deep and timing_regs(platform)
         dsp = deep and ecp5_dsp_regs(platform)
         if deep:
             # stage 1: the memory words registered (the block RAM outputs drive only these)
@@ -109,13 +104,18 @@ class PeArray(wiring.Component):
             nr = dict(reset_less=True)
             a1, w1 = Signal(8 * V, **nr), Signal(8 * V * R, **nr)
             m.d.sync += [a1.eq(Mux(self.inpad, self.a, 0)), w1.eq(self.w)]
-            # stage 2: the weights registered (without the timing registers: row 0's through the
-            # depthwise row select, a wide mux)
+            # stage 2: the weights registered, row 0's through the depthwise row select (a wide
+            # mux)
             c1 = ctl[1]
-            w02 = Signal(8 * V, **nr) if not late else Signal(8 * V, name="w2_0", **nr)
+            w02 = Signal(8 * V, **nr)
             w2 = [w02] + [Signal(8 * V, name=f"w2_{r}", **nr) for r in range(1, R)]
-            if late:
-                m.d.sync += w02.eq(rows_of(w1)[0])
+            if timing_regs(platform):
+                # each byte lane's select from its own copy of (dsel1, dw1): one copy was a route
+                # to 8 * V wide muxes
+                sels = fanout_copies(m, Cat(self.dsel, self.dw), V, "dsel1")
+                for j in range(V):
+                    m.d.sync += w02[8 * j:8 * j + 8].eq(
+                        select(m, [row[8 * j:8 * j + 8] for row in rows_of(w1)], sels[j][:-1], sels[j][-1]))
             else:
                 m.d.sync += w02.eq(select(m, rows_of(w1), c1["dsel"], c1["dw"]))
             m.d.sync += [w2[r].eq(rows_of(w1)[r]) for r in range(1, R)]
@@ -171,8 +171,7 @@ class PeArray(wiring.Component):
         cp = ctl[L - 2] if deep else ctl[L - 1]     # the stage after the products
         if deep:
             # stage 5: the products registered again (by the adders); stage 6: each row's
-            # products in two partial sums, and depthwise lane r's product (row dsel's; without
-            # the timing registers row 0's)
+            # products in two partial sums, and depthwise lane r's product (row 0's)
             pr = [[Signal(signed(16), name=f"pr{r}_{j}", **nr) for j in range(V)] for r in range(R)]
             m.d.sync += [pr[r][j].eq(prod[r][j]) for r in range(R) for j in range(V)]
             H = (V + 1) // 2
@@ -182,15 +181,7 @@ class PeArray(wiring.Component):
                 m.d.sync += [part[r][0].eq(sum(pr[r][j] for j in range(H))),
                              part[r][1].eq(sum(pr[r][j] for j in range(H, V)) if V > H else 0)]
             dwp = [Signal(signed(16), name=f"dwp{r}", **nr) for r in range(min(R, V))]
-            if late:        # lane r's from row dsel5 (each lane's from its own copy of dsel5)
-                dsel5 = fanout_copies(m, ctl[4]["dsel"], len(dwp), "dsel5")
-                for r in range(len(dwp)):
-                    with m.Switch(dsel5[r]):
-                        for k in range(R):
-                            with m.Case(k):
-                                m.d.sync += dwp[r].eq(pr[k][r])
-            else:
-                m.d.sync += [dwp[r].eq(pr[0][r]) for r in range(len(dwp))]
+            m.d.sync += [dwp[r].eq(pr[0][r]) for r in range(len(dwp))]
             dense_of = [part[r][0] + part[r][1] for r in range(R)]
             ca = ctl[L - 1]
         else:

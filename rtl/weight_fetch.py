@@ -99,18 +99,22 @@ class WeightFetch(wiring.Component):
         # (the half is marked full with its last beat, the CONV engine reads its records cycles
         # later)
         if regs:
-            # one memory per lane, each with a staged write port of its own (one address
-            # register driving the 128 LUT RAMs of all eight lanes was a 12 ns route)
+            # one memory per lane, each with its own registered copy of the write address (one
+            # address register driving the 128 LUT RAMs of all eight lanes was a 12 ns route);
+            # the registered beat is shared (a bit drives one LUT RAM per lane)
             pwp = SimpleNamespace(addr=Signal(range(2 * RW), name="pst_addr"),
                                   data=Signal(8 * V, name="pst_data"), en=Signal(8, name="pst_en"))
+            p_data = Signal(8 * V, name="pst_data_r", reset_less=True)
+            p_en = Signal(8, name="pst_en_r")
+            p_addr = fanout_copies(m, pwp.addr, 8, "pst_addr")
+            m.d.sync += [p_data.eq(pwp.data), p_en.eq(pwp.en)]
             lanes = []
             for k in range(8):
                 mem = Memory(shape=8 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
                 m.submodules[f"pmem{k}"] = mem
-                rp = mem.read_port()
-                st = staged(mem.write_port(), f"pst{DUP}{k}")
-                m.d.comb += [rp.addr.eq(self.p_raddr), st.addr.eq(pwp.addr), st.data.eq(pwp.data),
-                             st.en.eq(pwp.en[k])]
+                rp, wp = mem.read_port(), mem.write_port()
+                m.d.comb += [rp.addr.eq(self.p_raddr), wp.addr.eq(p_addr[k]), wp.data.eq(p_data),
+                             wp.en.eq(p_en[k])]
                 lanes.append(rp.data)
             m.d.comb += self.p_rdata.eq(Cat(*lanes))
         else:
