@@ -75,9 +75,13 @@ class GenericRam(wiring.Component):
         m.d.sync += [sel1.eq(bank), rd1.eq(p.en & ~p.we)]
         outs_r = []
         for k in range(self.banks):
-            own2 = Signal(name=f"bank{k}_own2")
+            # (whether the word is the bank's own: one copy per half of the word, each drives
+            # W/2 output-register inputs)
+            own2 = [Signal(name=f"bank{k}_own2{DUP}{h}") for h in range(2)]
             r = Signal(W, name=f"bank{k}_rdata_r", reset_less=True)
-            m.d.sync += [own2.eq(rd1 & (sel1 == k)), r.eq(Mux(own2, outs[k], 0))]
+            H = W // 2
+            m.d.sync += [o.eq(rd1 & (sel1 == k)) for o in own2]
+            m.d.sync += [r[:H].eq(Mux(own2[0], outs[k][:H], 0)), r[H:].eq(Mux(own2[1], outs[k][H:], 0))]
             outs_r.append(r)
         m.d.comb += p.rdata.eq(reduce(operator.or_, outs_r))
         return m

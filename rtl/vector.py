@@ -198,10 +198,13 @@ class VectorUnit(wiring.Component):
             for j in range(V):
                 y = Signal(16, name=f"vmy{j}", reset_less=regs)
                 prod = Signal(signed(25), name=f"vmp{j}", reset_less=regs)
+                # (each lane's MUL test from its own copy of the decode with the timing registers:
+                # yosys merges ``is_mul`` with one lane's copy, which then drove every lane)
+                mul_j = lane_mul[j] if lane_mul else is_mul
                 if regs:
                     a_now = lane(rd2, j)            # the a word (sign-extended to 16 bits)
                     if ADD and MUL:
-                        y_next = Mux(aph1, Mux(is_mul, a_now, fa["mult_b"]), fa["mult_a"])
+                        y_next = Mux(aph1, Mux(mul_j, a_now, fa["mult_b"]), fa["mult_a"])
                     elif ADD:
                         y_next = Mux(aph1, fa["mult_b"], fa["mult_a"])
                     else:
@@ -224,7 +227,7 @@ class VectorUnit(wiring.Component):
                     m.d.sync += areg[j].eq(prod)
                 with m.If(aen3 & aph3):
                     if ADD and MUL:
-                        m.d.sync += xr[j].eq(Mux(is_mul, prod[:16].as_signed(), areg[j] + prod))
+                        m.d.sync += xr[j].eq(Mux(mul_j, prod[:16].as_signed(), areg[j] + prod))
                     else:
                         m.d.sync += xr[j].eq(areg[j] + prod if ADD else prod[:16].as_signed())
             with m.If(aen3 & aph3):

@@ -46,6 +46,18 @@ def mult18x18d_model() -> str:
         "endmodule", ""])
 
 
+def write_forms(tmp_path, module, flag: str, make, names):
+    """Verilog of ``make()`` with ``module.<flag>`` True (file ``names[0]``.v) and False
+    (``names[1]``.v), the flag restored after."""
+    old = getattr(module, flag)
+    try:
+        for value, name in zip((True, False), names):
+            setattr(module, flag, value)
+            (tmp_path / f"{name}.v").write_text(verilog.convert(make(), name=name))
+    finally:
+        setattr(module, flag, old)
+
+
 def _prove(tmp_path, gold: str, gate: str, top_gold: str, top_gate: str, cycles: int):
     """(first: wreduce narrows the model's 18 x 18-bit multiplier of sign-extended bytes to the
     reference's 8 x 8 one, the registers become single-bit flip-flops, and the two sides'
@@ -102,17 +114,11 @@ def test_registered_product_is_a_times_b_two_cycles_late(tmp_path, signed_a, sig
 @pytest.mark.parametrize("rows,cols", [(2, 2), (4, 2), (4, 4)])
 def test_ecp5_dsp_pe_array_equals_the_plain_one(tmp_path, rows, cols):
     """The deep PE array with its operands and products in the MULT18X18Ds (ECP5 builds) against
-    the one with fabric registers: a bounded proof over 7 cycles from reset, any inputs (dense
-    and depthwise steps, padding, first/last), with R = V and R > V."""
+    the one with fabric registers: a bounded proof over its latency + 3 cycles from reset, any
+    inputs (dense and depthwise steps, padding, first/last), with R = V and R > V."""
     cfg = dataclasses.replace(PRESETS["ulx3s"], pe_rows=rows, pe_cols=cols)
     assert cfg.deep_pipeline
-    old = dsp.ECP5_DSP_REGS
-    try:
-        for flag, name in ((True, "pe_dsp"), (False, "pe_ref")):
-            dsp.ECP5_DSP_REGS = flag
-            (tmp_path / f"{name}.v").write_text(verilog.convert(pa.PeArray(cfg), name=name))
-    finally:
-        dsp.ECP5_DSP_REGS = old
+    write_forms(tmp_path, dsp, "ECP5_DSP_REGS", lambda: pa.PeArray(cfg), ("pe_dsp", "pe_ref"))
     assert "MULT18X18D" in (tmp_path / "pe_dsp.v").read_text()
     assert "MULT18X18D" not in (tmp_path / "pe_ref.v").read_text()
     r = _prove(tmp_path, "pe_ref.v", "pe_dsp.v", "pe_ref", "pe_dsp", pa.latency(cfg) + 3)
@@ -125,13 +131,7 @@ def test_ecp5_dsp_postproc_equals_the_plain_one(tmp_path):
     beats."""
     from rtl.postproc import Postproc, latency
     cfg = dataclasses.replace(PRESETS["ulx3s"], pe_rows=2, pe_cols=2)
-    old = dsp.ECP5_DSP_REGS
-    try:
-        for flag, name in ((True, "pp_dsp"), (False, "pp_ref")):
-            dsp.ECP5_DSP_REGS = flag
-            (tmp_path / f"{name}.v").write_text(verilog.convert(Postproc(cfg), name=name))
-    finally:
-        dsp.ECP5_DSP_REGS = old
+    write_forms(tmp_path, dsp, "ECP5_DSP_REGS", lambda: Postproc(cfg), ("pp_dsp", "pp_ref"))
     text = (tmp_path / "pp_dsp.v").read_text()
     assert text.count("MULT18X18D ") == 2 * cfg.pe_cols
     n = latency(cfg) + 3                # a beat from the first cycles reaches the output

