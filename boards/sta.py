@@ -331,7 +331,8 @@ def sdf_timing(text: str, period: float) -> dict:
         src = cell_group(path(pin)[0][0])
         s = by_src.setdefault(src, {"source": src, "endpoints": 0, "ns": round(a, 3), "to": {}})
         s["endpoints"] += 1
-        s["to"][cell_group(pin)] = s["to"].get(cell_group(pin), 0) + 1
+        dst = cell_group(pin)
+        s["to"][dst] = s["to"].get(dst, 0) + 1
     sources = sorted(by_src.values(), key=lambda s: -s["endpoints"])
     return {"period_ns": period, "endpoints": len(ends), "sources": sources,
             "failing": sum(1 for a, _ in ends if a > period),

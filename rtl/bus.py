@@ -66,12 +66,18 @@ def instr_fields(word, op: Op) -> dict:
 TIMING_REGS = None
 
 
+def platform_is(platform, vendor: str, override=None) -> bool:
+    """``override`` when it is set (a module's switch for tests), else whether ``platform`` is an
+    ``amaranth.vendor.<vendor>`` platform."""
+    if override is not None:
+        return override
+    import amaranth.vendor
+    return isinstance(platform, getattr(amaranth.vendor, vendor))
+
+
 def timing_regs(platform) -> bool:
     """Whether to build the cycle-neutral timing registers (see TIMING_REGS)."""
-    if TIMING_REGS is not None:
-        return TIMING_REGS
-    from amaranth.vendor import LatticeICE40Platform
-    return not isinstance(platform, LatticeICE40Platform)
+    return TIMING_REGS if TIMING_REGS is not None else not platform_is(platform, "LatticeICE40Platform")
 
 
 def stable_copy(m, value, regs: bool, name: str):

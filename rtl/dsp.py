@@ -10,6 +10,8 @@ datapath registers, loaded every cycle): latency 2, as the fabric registers it s
 """
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Signal
 
+from .bus import platform_is
+
 __all__ = ["ECP5_DSP_REGS", "ecp5_dsp_regs", "registered_product"]
 
 #: the PE array's products in MULT18X18Ds with input and output registers: None = ECP5
@@ -18,10 +20,7 @@ ECP5_DSP_REGS = None
 
 
 def ecp5_dsp_regs(platform) -> bool:
-    if ECP5_DSP_REGS is not None:
-        return ECP5_DSP_REGS
-    from amaranth.vendor import LatticeECP5Platform
-    return isinstance(platform, LatticeECP5Platform)
+    return platform_is(platform, "LatticeECP5Platform", ECP5_DSP_REGS)
 
 
 def registered_product(m, name: str, a, b, width: int, *, signed_a=True, signed_b=True):

@@ -5,7 +5,7 @@ from amaranth.lib.wiring import In, Out
 
 from sushi.config import AccelConfig
 
-from .bus import fanout_copies, timing_regs
+from .bus import fanout_copies, platform_is, timing_regs
 from .dsp import ecp5_dsp_regs, registered_product
 
 __all__ = ["PeArray", "ICE40_DUAL_MAC", "latency"]
@@ -16,10 +16,7 @@ ICE40_DUAL_MAC = None
 
 
 def _dual_mac(platform) -> bool:
-    if ICE40_DUAL_MAC is not None:
-        return ICE40_DUAL_MAC
-    from amaranth.vendor import LatticeICE40Platform
-    return isinstance(platform, LatticeICE40Platform)
+    return platform_is(platform, "LatticeICE40Platform", ICE40_DUAL_MAC)
 
 
 def _sb_mac16_dual8x8(m, name, a, b, ce, o):
@@ -168,7 +165,6 @@ class PeArray(wiring.Component):
                 else:
                     with m.If(cm["en"]):     # products are only used by an enabled step
                         m.d.sync += pj
-        cp = ctl[L - 2] if deep else ctl[L - 1]     # the stage after the products
         if deep:
             # stage 5: the products registered again (by the adders); stage 6: each row's
             # products in two partial sums, and depthwise lane r's product (row 0's)
@@ -187,7 +183,7 @@ class PeArray(wiring.Component):
         else:
             dense_of = [sum(prod[r][j] for j in range(V)) for r in range(R)]
             dwp = [prod[0][r] for r in range(min(R, V))]
-            ca = cp
+            ca = ctl[L - 1]                             # the stage after the products
         # accumulate
         # (the first step of a pixel overwrites them: no reset with the timing registers)
         acc = [Signal(signed(32), name=f"acc{r}", reset_less=timing_regs(platform)) for r in range(R)]

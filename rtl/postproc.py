@@ -116,7 +116,11 @@ class Postproc(wiring.Component):
             k = at(2, 1)
             # p = x * mult, exact (deep: two 16 x 16 partial products, one multiplier each, summed
             # in the next stage: x = xh * 2**16 + xl)
-            if deep and ecp5_dsp_regs(platform):
+            in_dsp = deep and ecp5_dsp_regs(platform)
+            if not in_dsp:
+                x = reg(k, acc + bias, signed(32), f"x{j}")
+                mult1 = reg(k, mult, 16, f"mult{j}")
+            if in_dsp:
                 # x and mult are the DSPs' input registers, the partial products their output
                 # registers
                 xs = (acc + bias)[:32]
@@ -124,17 +128,13 @@ class Postproc(wiring.Component):
                                         signed_b=False)
                 ph = registered_product(m, f"mph{j}", xs[16:], mult, 33, signed_a=True,
                                         signed_b=False).as_signed()
-                p = reg(4, (ph << 16) + pl, signed(48), f"p{j}")
             elif deep:
-                x = reg(k, acc + bias, signed(32), f"x{j}")
-                mult1 = reg(k, mult, 16, f"mult{j}")
                 pl = reg(3, x[:16] * mult1, 32, f"pl{j}")
                 ph = reg(3, x[16:].as_signed() * mult1, signed(33), f"ph{j}")
-                p = reg(4, (ph << 16) + pl, signed(48), f"p{j}")
             else:
-                x = reg(k, acc + bias, signed(32), f"x{j}")
-                mult1 = reg(k, mult, 16, f"mult{j}")
                 p = reg(2, x * mult1, signed(48), f"p{j}")
+            if deep:
+                p = reg(4, (ph << 16) + pl, signed(48), f"p{j}")
             # round half up folded into the shift: with t = (2p) >> sh (flooring),
             # q = (p + (1 << (sh-1))) >> sh = (t + 1) >> 1 for every sh in 0..63 (sh = 0: t = 2p).
             # Only sat_10(t) matters (|t| >= 512 saturates q to int8 the same way), so the shifter

@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op, PARAM_BYTES
 
-from .bus import (BUFFER_ATTRS, DUP, CmdSignature, DataSignature, INSTR_BITS, fanout_copies,
-                  instr_fields, stable_copy, timing_regs)
+from .bus import (BUFFER_ATTRS, DUP, CmdSignature, DataSignature, INSTR_BITS, driving_register,
+                  fanout_copies, instr_fields, stable_copy, timing_regs)
 
 __all__ = ["WeightFetch"]
 
@@ -68,22 +68,19 @@ class WeightFetch(wiring.Component):
 
         regs = timing_regs(platform)
 
-        def staged(wp, name, data_bits=None):
+        def staged(wp, name):
             """The write port's inputs, registered on the way with the timing registers (the
             register sits by its block RAM; DRAM data cross the die to it): the write lands a cycle
             later, before anything reads the word (a buffer half is marked full, a LOADSG done,
-            cycles after its last write).  ``data_bits``: a narrower data word, replicated across
-            the port after the register (the record buffer's lanes take one DRAM beat each)."""
+            cycles after its last write)."""
             if not regs:
                 return wp
-            st = SimpleNamespace(addr=Signal.like(wp.addr, name=f"{name}_addr"),
-                                 data=Signal(data_bits or len(wp.data), name=f"{name}_data"),
-                                 en=Signal.like(wp.en, name=f"{name}_en"))
+            st = SimpleNamespace(**{f: Signal.like(getattr(wp, f), name=f"{name}_{f}")
+                                    for f in ("addr", "data", "en")})
             # address and data need no reset (only the enable does)
-            a = Signal.like(wp.addr, name=f"{name}_addr_r", reset_less=True)
-            d = Signal.like(st.data, name=f"{name}_data_r", reset_less=True)
-            m.d.sync += [a.eq(st.addr), d.eq(st.data), wp.en.eq(st.en)]
-            m.d.comb += [wp.addr.eq(a), wp.data.eq(Cat(*([d] * (len(wp.data) // len(d)))))]
+            m.d.sync += [driving_register(m, wp.addr, f"{name}_addr_r").eq(st.addr),
+                         driving_register(m, wp.data, f"{name}_data_r").eq(st.data),
+                         wp.en.eq(st.en)]
             return st
 
         # weight buffer
@@ -123,7 +120,6 @@ class WeightFetch(wiring.Component):
             prp = pmem.read_port()
             pwp = pmem.write_port(granularity=8 * V)
             m.d.comb += [prp.addr.eq(self.p_raddr), self.p_rdata.eq(prp.data)]
-            pwp = staged(pwp, "pst", 8 * V)
 
         f = instr_fields(self.instr, Op.CONV)
         fs = instr_fields(self.instr, Op.LOADSG)

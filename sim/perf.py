@@ -207,6 +207,7 @@ class _Machine:
         self.cfg = cfg
         self.R, self.V = cfg.pe_rows, cfg.pe_cols
         self.RW = self.R // self.V
+        self.deep = int(cfg.deep_pipeline)     # the deep_pipeline stages (rtl: extra cycles)
         self.dram = _Dram(self.V, timing)
         self.L = self.dram.L
         self.res = Residency(cfg, resident)
@@ -217,7 +218,7 @@ class _Machine:
         beats = max(1, isa.INSTR_BYTES // self.V)
         last = self.dram.read(self.now, beats)
         # CHECK (and CHECK2 with deep_pipeline), then the DECODE cycle (exec_start)
-        return last + (3 if self.cfg.deep_pipeline else 2)
+        return last + 2 + self.deep
 
     def run(self, ins) -> InstrStats:
         st = InstrStats(op=ins.op.name, instr_rd_bytes=isa.INSTR_BYTES)
@@ -273,7 +274,7 @@ class _Machine:
         st.sram_rd_bytes = steps * V
         st.sram_wr_bytes = ins.out_h * ins.out_w * ins.c_w * V
         # deep: the read word registered before the max/sum, and the beat at the unit's output
-        deep = int(self.cfg.deep_pipeline)
+        deep = self.deep
         if steps:           # last step d+2+steps, (its word registered,) accumulated, then the beat
             self.pp_last = d + 4 + 2 * deep + steps
         return d + 3 + steps + 4 + 2 * deep
@@ -284,7 +285,7 @@ class _Machine:
         # ADD state from d+1, a/b reads on alternating cycles (2n), aend, FLUSH wait 4..0; the
         # last b read at d+2n -> registered, multiplied, added -> beat at d+2n+4 (deep: its
         # register at the unit's output, one more cycle)
-        deep = int(self.cfg.deep_pipeline)
+        deep = self.deep
         if n:
             self.pp_last = d + 2 * n + 4 + deep
         return d + 1 + 2 * n + 5 + deep
@@ -292,7 +293,7 @@ class _Machine:
     def _mul(self, ins, d, st):
         n = ins.n_pix * ins.c_w
         st.sram_rd_bytes, st.sram_wr_bytes = 2 * n * self.V, n * self.V
-        deep = int(self.cfg.deep_pipeline)
+        deep = self.deep
         if n:
             self.pp_last = d + 2 * n + 4 + deep
         return d + 1 + 2 * n + 5 + deep
@@ -306,7 +307,7 @@ class _Machine:
         st.sram_wr_bytes = isa.LUT_BYTES * V + n * V  # V lane copies of the table; the results
         st.sram_rd_bytes = n * V + n * V * V          # inputs; one V-byte table word per lane
         # deep: the read word registered before the tables, the beat at the unit's output
-        deep = int(self.cfg.deep_pipeline)
+        deep = self.deep
         if n:                                         # lookups c .. c+n-1, table read, beat
             self.pp_last = c + n + 1 + 2 * deep
         return c + n + 6 + 2 * deep                   # n lookups, FLUSH wait 5(+2 deep)..0
