@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import Op
 
-from .bus import INSTR_BITS, instr_fields, stable_copy, timing_regs
+from .bus import DUP, INSTR_BITS, instr_fields, stable_copy, timing_regs
 from .pe_array import PeArray, latency as pe_latency
 from .postproc import PostprocSignature
 from .window import WindowSignature
@@ -50,6 +50,12 @@ class ConvEngine(wiring.Component):
 
         g = Signal(10)
         hc = Signal()
+        # with the timing registers the weight buffer's read address has its own copy of the
+        # buffer half (hc also decides the issue, and hc fanned out to the 16 block RAMs too)
+        hc_w = Signal(name=f"hc{DUP}w") if timing_regs(platform) else None
+
+        def set_hc(v):
+            return [hc.eq(v)] + ([hc_w.eq(v)] if hc_w is not None else [])
         goff = Signal(min(16, max(1, (cfg.act_buf_words - 1).bit_length())))   # modulo the buffer
         nwords = Signal(range(RW + 1))
         m.d.comb += nwords.eq(Mux(dw, 1, RW))
@@ -76,7 +82,7 @@ class ConvEngine(wiring.Component):
                              & (~win.last | gap_ok))
         m.d.comb += [win.advance.eq(issue), self.inc_mac.eq(issue),
                      self.buf_raddr.eq(win.addr), self.buf_ren.eq(1),
-                     self.w_raddr.eq(Mux(hc, WT, 0) + t)]
+                     self.w_raddr.eq(Mux(hc if hc_w is None else hc_w, WT, 0) + t)]
         with m.If(issue & win.last):
             m.d.sync += [t.eq(0), sub.eq(0), gap.eq(1), gap_ok.eq(nw_r <= 1)]
         with m.Else():
@@ -140,7 +146,7 @@ class ConvEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [g.eq(0), hc.eq(0), goff.eq(0), t.eq(0), sub.eq(0),
+                    m.d.sync += [g.eq(0), *set_hc(0), goff.eq(0), t.eq(0), sub.eq(0),
                                  g_end.eq(f["n_groups"] == 0)]
                     m.next = "GSTART"
             with m.State("GSTART"):
@@ -159,7 +165,7 @@ class ConvEngine(wiring.Component):
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
                     m.d.comb += [self.release.eq(1), self.release_half.eq(hc)]
-                    m.d.sync += [hc.eq(~hc), g.eq(g + 1), g_end.eq(g + 1 == f["n_groups"]),
+                    m.d.sync += [*set_hc(~hc), g.eq(g + 1), g_end.eq(g + 1 == f["n_groups"]),
                                  goff.eq(goff + Mux(dw, 1, RW)),
                                  t.eq(0), sub.eq(0)]
                     m.next = "GSTART"

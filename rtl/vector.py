@@ -12,6 +12,7 @@ from sushi.isa import LUT_BYTES, Op
 
 from .bus import (BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, fanout_copies, instr_fields,
                   stable_copy, timing_regs)
+from .dsp import ecp5_dsp_regs, registered_product
 from .postproc import PostprocSignature
 from .window import WindowSignature
 
@@ -182,11 +183,19 @@ class VectorUnit(wiring.Component):
             # the read word is registered before the multiplier, the product after it (timing: the
             # activation buffer's output, the multiplier and the adder each get a cycle):
             # read (aen1) -> multiply (aen2) -> add (aen3) -> beat
-            aen2, aph2, aen3, aph3 = Signal(), Signal(), Signal(), Signal()
-            atag2, atag3 = Signal(16, reset_less=regs), Signal(16, reset_less=regs)
+            # deep_pipeline: the product in two stages (the multiplier's operands registered, then
+            # its output: a DSP's own input and output registers on ECP5), one more cycle
+            aen2, aph2 = Signal(), Signal()
+            atag2 = Signal(16, reset_less=regs)
             rd2 = Signal(8 * V, reset_less=regs)
-            m.d.sync += [aen2.eq(aen1), aph2.eq(aph1), atag2.eq(atag1), rd2.eq(self.buf_rdata),
-                         aen3.eq(aen2), aph3.eq(aph2), atag3.eq(atag2)]
+            m.d.sync += [aen2.eq(aen1), aph2.eq(aph1), atag2.eq(atag1), rd2.eq(self.buf_rdata)]
+            aen3, aph3, atag3 = aen2, aph2, atag2
+            for k in range(1 + int(cfg.deep_pipeline)):       # -> the product's cycle
+                en_, ph_, tg_ = Signal(name=f"aen{3 + k}"), Signal(name=f"aph{3 + k}"), \
+                    Signal(16, name=f"atag{3 + k}", reset_less=regs)
+                m.d.sync += [en_.eq(aen3), ph_.eq(aph3), tg_.eq(atag3)]
+                aen3, aph3, atag3 = en_, ph_, tg_
+            in_dsp = cfg.deep_pipeline and ecp5_dsp_regs(platform)
             m.d.sync += xv.eq(aen3 & aph3)
             # one 8 x 16 multiplier per lane, shared by the two phases: the a word (phase 0) gives
             # a*mult_a (ADD; MUL keeps a itself, ``ma``); the b word (phase 1) gives b*mult_b, added
@@ -221,8 +230,16 @@ class VectorUnit(wiring.Component):
                         m.d.comb += y.eq(Mux(aph2, fa["mult_b"], fa["mult_a"]))
                     else:
                         m.d.comb += y.eq(Mux(aph2, ma, 1))
-                with m.If(aen2):
-                    m.d.sync += prod.eq(lane(rd2, j) * y)
+                if in_dsp:
+                    m.d.comb += prod.eq(registered_product(m, f"vmul{j}", lane(rd2, j), y, 25,
+                                                           signed_b=False))
+                elif cfg.deep_pipeline:
+                    a_r = Signal(signed(8), name=f"vma{j}", reset_less=True)
+                    y_r = Signal(16, name=f"vmy_r{j}", reset_less=True)
+                    m.d.sync += [a_r.eq(lane(rd2, j)), y_r.eq(y), prod.eq(a_r * y_r)]
+                else:
+                    with m.If(aen2):
+                        m.d.sync += prod.eq(lane(rd2, j) * y)
                 with m.If(aen3 & ~aph3):
                     m.d.sync += areg[j].eq(prod)
                 with m.If(aen3 & aph3):
@@ -294,9 +311,14 @@ class VectorUnit(wiring.Component):
                 m.d.sync += lsel2[lb * j:lb * (j + 1)].eq(lin[8 * j:8 * j + lb])
             with m.If(lissue):
                 m.d.sync += [li.eq(li + 1), a_ptr.eq(a_ptr + 1), raddr.eq(a_ptr + 1), lend.eq(li == lw_last)]
-            beats.append((is_lut, lane_lut, len2, ltag2, -128, 127,
-                          [(tab_r[j].data.word_select(lsel2[lb * j:lb * (j + 1)], 8).as_signed(), 1, 0)
-                           for j in range(V)]))
+            lbytes = [tab_r[j].data.word_select(lsel2[lb * j:lb * (j + 1)], 8).as_signed() for j in range(V)]
+            if cfg.deep_pipeline:
+                # each lane's table byte registered before the beat's select (one more cycle)
+                len3, ltag3 = Signal(), Signal(16, reset_less=regs)
+                lbr = [Signal(signed(8), name=f"lbyte{j}", reset_less=regs) for j in range(V)]
+                m.d.sync += [len3.eq(len2), ltag3.eq(ltag2), *(r.eq(b) for r, b in zip(lbr, lbytes))]
+                len2, ltag2, lbytes = len3, ltag3, lbr
+            beats.append((is_lut, lane_lut, len2, ltag2, -128, 127, [(b, 1, 0) for b in lbytes]))
 
         if ADD:
             beats.append(add_beat)      # last: the default, as the FSM's
@@ -366,7 +388,7 @@ class VectorUnit(wiring.Component):
                 with m.State("ADD"):
                     m.d.comb += arun.eq(1)
                     with m.If(aend):
-                        m.d.sync += wait.eq(4 + int(cfg.deep_pipeline))
+                        m.d.sync += wait.eq(4 + 2 * int(cfg.deep_pipeline))
                         m.next = "FLUSH"
             if LUT:
                 with m.State("LCMD"):
@@ -387,7 +409,7 @@ class VectorUnit(wiring.Component):
                 with m.State("LUT"):
                     m.d.comb += lrun.eq(1)
                     with m.If(lend):
-                        m.d.sync += wait.eq(5 + 2 * int(cfg.deep_pipeline))
+                        m.d.sync += wait.eq(5 + 3 * int(cfg.deep_pipeline))
                         m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += wait.eq(wait - 1)

@@ -105,12 +105,17 @@ class WeightFetch(wiring.Component):
             p_en = Signal(8, name="pst_en_r")
             p_addr = fanout_copies(m, pwp.addr, 8, "pst_addr")
             m.d.sync += [p_data.eq(pwp.data), p_en.eq(pwp.en)]
+            # one record word per buffer half (R == V): the read address is the CONV engine's
+            # buffer half, which changes only between groups, many cycles before the next group's
+            # first record read, so each lane reads through its own registered copy of it (one
+            # register driving the 128 LUT RAMs of all lanes was an 11 ns route)
+            p_raddr = fanout_copies(m, self.p_raddr, 8, "prd_addr") if RW == 1 else [self.p_raddr] * 8
             lanes = []
             for k in range(8):
                 mem = Memory(shape=8 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
                 m.submodules[f"pmem{k}"] = mem
                 rp, wp = mem.read_port(), mem.write_port()
-                m.d.comb += [rp.addr.eq(self.p_raddr), wp.addr.eq(p_addr[k]), wp.data.eq(p_data),
+                m.d.comb += [rp.addr.eq(p_raddr[k]), wp.addr.eq(p_addr[k]), wp.data.eq(p_data),
                              wp.en.eq(p_en[k])]
                 lanes.append(rp.data)
             m.d.comb += self.p_rdata.eq(Cat(*lanes))

@@ -283,20 +283,20 @@ class _Machine:
         n = ins.n_words
         st.sram_rd_bytes, st.sram_wr_bytes = 2 * n * self.V, n * self.V
         # ADD state from d+1, a/b reads on alternating cycles (2n), aend, FLUSH wait 4..0; the
-        # last b read at d+2n -> registered, multiplied, added -> beat at d+2n+4 (deep: its
-        # register at the unit's output, one more cycle)
+        # last b read at d+2n -> registered, multiplied, added -> beat at d+2n+4 (deep: the
+        # product in two stages and the beat registered at the unit's output, two more cycles)
         deep = self.deep
         if n:
-            self.pp_last = d + 2 * n + 4 + deep
-        return d + 1 + 2 * n + 5 + deep
+            self.pp_last = d + 2 * n + 4 + 2 * deep
+        return d + 1 + 2 * n + 5 + 2 * deep
 
     def _mul(self, ins, d, st):
         n = ins.n_pix * ins.c_w
         st.sram_rd_bytes, st.sram_wr_bytes = 2 * n * self.V, n * self.V
         deep = self.deep
         if n:
-            self.pp_last = d + 2 * n + 4 + deep
-        return d + 1 + 2 * n + 5 + deep
+            self.pp_last = d + 2 * n + 4 + 2 * deep
+        return d + 1 + 2 * n + 5 + 2 * deep
 
     def _lut(self, ins, d, st):
         V = self.V
@@ -306,11 +306,12 @@ class _Machine:
         st.w_rd_bytes = isa.LUT_BYTES
         st.sram_wr_bytes = isa.LUT_BYTES * V + n * V  # V lane copies of the table; the results
         st.sram_rd_bytes = n * V + n * V * V          # inputs; one V-byte table word per lane
-        # deep: the read word registered before the tables, the beat at the unit's output
+        # deep: the read word registered before the tables, the table byte registered, the beat
+        # at the unit's output
         deep = self.deep
         if n:                                         # lookups c .. c+n-1, table read, beat
-            self.pp_last = c + n + 1 + 2 * deep
-        return c + n + 6 + 2 * deep                   # n lookups, FLUSH wait 5(+2 deep)..0
+            self.pp_last = c + n + 1 + 3 * deep
+        return c + n + 6 + 3 * deep                   # n lookups, FLUSH wait 5(+3 deep)..0
 
     # ---- LOADSG (rtl/weight_fetch.py SG_ISSUE / SG_DATA / SG_SET)
     def _loadsg(self, ins, d, st):

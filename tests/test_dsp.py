@@ -75,7 +75,7 @@ sat -verify -seq {cycles} -set-init-zero -prove trigger 0 -timeout 600 miter"""
                           capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("signed_a,signed_b", [(True, True), (False, True), (False, False)])
+@pytest.mark.parametrize("signed_a,signed_b", [(True, True), (True, False), (False, True), (False, False)])
 def test_registered_product_is_a_times_b_two_cycles_late(tmp_path, signed_a, signed_b):
     """registered_product of 8- and 16-bit operands against ``p <= a_r * b_r`` in the fabric;
     the model with its registers off must fail the proof (the check sees the latency)."""
