@@ -1,12 +1,12 @@
 """SushiSoC: SushiAccel + HostLink (UART or byte stream) + a memory standing in for DRAM."""
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.accel import SushiAccel
-from rtl.bus import timing_regs
+from rtl.bus import fanout_copies, timing_regs
 from sushi.config import AccelConfig
 
 from .link import HostLink, UartRx, UartTx
@@ -77,17 +77,32 @@ class SushiSoC(wiring.Component):
 
         # memory: the bridge while the accelerator runs, the host link otherwise
         rp = ram.port
-        src = Signal()
-        m.d.comb += src.eq(link.running)
+        if not timing_regs(platform):
+            src = Signal()
+            m.d.comb += src.eq(link.running)
         rdata = Signal(8 * V, reset_less=timing_regs(platform))    # registered (``lat``, link and bridge)
         m.d.sync += rdata.eq(rp.rdata)
         m.d.comb += [link.mem.rdata.eq(rdata), br.mem.rdata.eq(rdata)]
-        with m.If(src):
-            m.d.comb += [rp.addr.eq(br.mem.addr), rp.en.eq(br.mem.en), rp.we.eq(br.mem.we),
-                         rp.wdata.eq(br.mem.wdata)]
-        with m.Else():
-            m.d.comb += [rp.addr.eq(link.mem.addr), rp.en.eq(link.mem.en), rp.we.eq(link.mem.we),
-                         rp.wdata.eq(link.mem.wdata)]
+        if timing_regs(platform):
+            # the select from registered copies of ``running``, one per byte lane of the write
+            # data and one for the control (the lanes' muxes feed the banks across the die):
+            # a cycle late, which no access sees: the link sets ``running`` two cycles before
+            # its START write, and after clearing it sends a reply before it can touch memory
+            srcs = fanout_copies(m, link.running, V + 1, "mem_src")
+            with m.If(srcs[V]):
+                m.d.comb += [rp.addr.eq(br.mem.addr), rp.en.eq(br.mem.en), rp.we.eq(br.mem.we)]
+            with m.Else():
+                m.d.comb += [rp.addr.eq(link.mem.addr), rp.en.eq(link.mem.en), rp.we.eq(link.mem.we)]
+            for j in range(V):
+                m.d.comb += rp.wdata[8 * j:8 * j + 8].eq(Mux(srcs[j], br.mem.wdata[8 * j:8 * j + 8],
+                                                             link.mem.wdata[8 * j:8 * j + 8]))
+        else:
+            with m.If(src):
+                m.d.comb += [rp.addr.eq(br.mem.addr), rp.en.eq(br.mem.en), rp.we.eq(br.mem.we),
+                             rp.wdata.eq(br.mem.wdata)]
+            with m.Else():
+                m.d.comb += [rp.addr.eq(link.mem.addr), rp.en.eq(link.mem.en), rp.we.eq(link.mem.we),
+                             rp.wdata.eq(link.mem.wdata)]
 
         if self.link == "stream":
             wiring.connect(m, wiring.flipped(self.rx), link.rx)

@@ -189,6 +189,11 @@ class SushiAccel(wiring.Component):
         w_en, w_addr, w_data = (dma.buf_we | pp.o_valid, Mux(dma.buf_we, dma.buf_waddr, pp.o_tag),
                                 Mux(dma.buf_we, dma.buf_wdata, pp.o_data))
         if regs:
+            # the address and data select from a registered decode of LOAD/STORE rather than the
+            # DMA's write strobe (from the DRAM beat's valid): the post-processor has no beat in
+            # flight during a LOAD or STORE (an instruction ends only once it is idle)
+            dma_w = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), True, f"is_dma_w{DUP}")
+            w_addr, w_data = (Mux(dma_w, dma.buf_waddr, pp.o_tag), Mux(dma_w, dma.buf_wdata, pp.o_data))
             m.d.sync += [wp.en.eq(w_en), driving_register(m, wp.addr, "wp_addr_r").eq(w_addr),
                          driving_register(m, wp.data, "wp_data_r").eq(w_data)]
         else:

@@ -80,13 +80,14 @@ def timing_regs(platform) -> bool:
     return TIMING_REGS if TIMING_REGS is not None else not platform_is(platform, "LatticeICE40Platform")
 
 
-def stable_copy(m, value, regs: bool, name: str):
+def stable_copy(m, value, regs: bool, name: str, reset_less: bool = False):
     """``value`` registered every cycle when ``regs`` (for values that stay constant for at least
-    a cycle before and while they are used), else ``value`` itself."""
+    a cycle before and while they are used), else ``value`` itself.  ``reset_less``: the register
+    has no reset (a copy nothing reads before it has been loaded: no reset net to it)."""
     from amaranth.hdl import Signal
     if not regs:
         return value
-    r = Signal.like(value, name=name)
+    r = Signal.like(value, name=name, reset_less=reset_less)
     m.d.sync += r.eq(value)
     return r
 
@@ -106,11 +107,12 @@ def driving_register(m, port, name: str):
 DUP = "_dup"
 
 
-def fanout_copies(m, value, n: int, name: str) -> list:
+def fanout_copies(m, value, n: int, name: str, reset_less: bool = False) -> list:
     """``n`` registered copies of ``value`` (each can sit beside its share of a wide fan-out: a
-    select driving hundreds of mux LUTs, a word feeding a row of DSPs), named ``name_dupK``."""
+    select driving hundreds of mux LUTs, a word feeding a row of DSPs), named ``name_dupK``;
+    ``reset_less`` as for ``stable_copy``."""
     from amaranth.hdl import Signal
-    copies = [Signal.like(value, name=f"{name}{DUP}{k}") for k in range(n)]
+    copies = [Signal.like(value, name=f"{name}{DUP}{k}", reset_less=reset_less) for k in range(n)]
     m.d.sync += [c.eq(value) for c in copies]
     return copies
 

@@ -61,6 +61,9 @@ class Dma(wiring.Component):
         rdy = Signal()
         if regs:
             m.d.comb += self.rd_data.ready.eq(rdy)
+            # the buffer's read port whatever the state (no state decode in front of its block
+            # RAMs): outside STORE dv is 0, and a read there is never used
+            m.d.comb += [self.buf_ren.eq(~dv | self.wr_data.ready), self.buf_raddr.eq(baddr)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -96,8 +99,9 @@ class Dma(wiring.Component):
                         m.next = "CMD"
             with m.State("STORE"):
                 adv = ~dv | self.wr_data.ready
-                m.d.comb += [self.wr_data.valid.eq(dv), self.wr_data.data.eq(self.buf_rdata),
-                             self.buf_ren.eq(adv), self.buf_raddr.eq(baddr)]
+                m.d.comb += [self.wr_data.valid.eq(dv), self.wr_data.data.eq(self.buf_rdata)]
+                if not regs:
+                    m.d.comb += [self.buf_ren.eq(adv), self.buf_raddr.eq(baddr)]
                 with m.If(adv):
                     with m.If(issued != cnt):
                         m.d.sync += [dv.eq(1), issued.eq(issued + 1), baddr.eq(baddr + 1)]
@@ -115,7 +119,9 @@ class ReadMux(wiring.Component):
     """Connects one of ``n`` DRAM read initiators (chosen by ``sel``) to the DRAM read port.
 
     Only one command is outstanding at a time and the owner changes only between commands, so
-    a plain multiplexer is a complete arbiter here."""
+    a plain multiplexer is a complete arbiter here.  With the timing registers the data beats'
+    ``valid`` goes to every initiator ungated: only the one with the outstanding command is in a
+    state that takes a beat (no path from ``sel`` through the beats' counters and enables)."""
 
     def __init__(self, cfg: AccelConfig, n: int):
         if not isinstance(n, int) or n <= 0:
@@ -131,11 +137,15 @@ class ReadMux(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        broadcast = timing_regs(platform)
         for i in range(self.n):
             cmd, data = getattr(self, f"cmd{i}"), getattr(self, f"data{i}")
             m.d.comb += [data.data.eq(self.rd_data.data)]
+            if broadcast:
+                m.d.comb += data.valid.eq(self.rd_data.valid)
             with m.If(self.sel == i):
                 m.d.comb += [self.rd_cmd.valid.eq(cmd.valid), self.rd_cmd.addr.eq(cmd.addr),
                              self.rd_cmd.len.eq(cmd.len), cmd.ready.eq(self.rd_cmd.ready),
-                             data.valid.eq(self.rd_data.valid), self.rd_data.ready.eq(data.ready)]
+                             *([] if broadcast else [data.valid.eq(self.rd_data.valid)]),
+                             self.rd_data.ready.eq(data.ready)]
         return m

@@ -109,7 +109,7 @@ class PeArray(wiring.Component):
             if timing_regs(platform):
                 # each byte lane's select from its own copy of (dsel1, dw1): one copy was a route
                 # to 8 * V wide muxes
-                sels = fanout_copies(m, Cat(self.dsel, self.dw), V, "dsel1")
+                sels = fanout_copies(m, Cat(self.dsel, self.dw), V, "dsel1", reset_less=True)
                 for j in range(V):
                     m.d.sync += w02[8 * j:8 * j + 8].eq(
                         select(m, [row[8 * j:8 * j + 8] for row in rows_of(w1)], sels[j][:-1], sels[j][-1]))
@@ -120,7 +120,7 @@ class PeArray(wiring.Component):
             # multipliers sit elsewhere on the die: one register feeding all R of them was the
             # longest route into the DSPs)
             if timing_regs(platform):
-                a2 = fanout_copies(m, a1, R, "a2")
+                a2 = fanout_copies(m, a1, R, "a2", reset_less=True)
             else:
                 a2 = [Signal(8 * V, name="a2", **nr)] * R
                 m.d.sync += a2[0].eq(a1)

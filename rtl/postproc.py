@@ -5,7 +5,7 @@ from amaranth.lib.wiring import In, Out
 
 from sushi.config import AccelConfig
 
-from .bus import driving_register, stable_copy, timing_regs
+from .bus import driving_register, fanout_copies, timing_regs
 from .dsp import ecp5_dsp_regs, registered_product
 
 __all__ = ["Postproc", "PostprocSignature", "latency"]
@@ -74,14 +74,18 @@ class Postproc(wiring.Component):
         m.d.comb += self.busy.eq(Cat(*v[1:]).any())
         if self.stable_bounds:     # (registered: they are stable while any beat is in flight)
             regs = timing_regs(platform)
-            lo, hi = stable_copy(m, self.i.lo, regs, "lo_r"), stable_copy(m, self.i.hi, regs, "hi_r")
+            if regs:    # a copy per lane (each drives its lane's two compares and clamp mux)
+                lane_lo = fanout_copies(m, self.i.lo, V, "lo_r", reset_less=True)
+                lane_hi = fanout_copies(m, self.i.hi, V, "hi_r", reset_less=True)
+            else:
+                lane_lo, lane_hi = [self.i.lo] * V, [self.i.hi] * V
         else:
             los = [self.i.lo] + [Signal(signed(8), name=f"lo{k}") for k in range(1, N)]
             his = [self.i.hi] + [Signal(signed(8), name=f"hi{k}") for k in range(1, N)]
             for k in range(1, N):
                 with m.If(v[k - 1]):
                     m.d.sync += [los[k].eq(los[k - 1]), his[k].eq(his[k - 1])]
-            lo, hi = los[N - 1], his[N - 1]
+            lane_lo, lane_hi = [los[N - 1]] * V, [his[N - 1]] * V
 
         def load(k, stmt):
             """Stage k's datapath register loads.  The pipeline never stalls, so a beat's values
@@ -102,6 +106,7 @@ class Postproc(wiring.Component):
 
         o_data = driving_register(m, self.o_data, "o_data") if rl else self.o_data
         for j in range(V):
+            lo, hi = lane_lo[j], lane_hi[j]
             acc = self.i.acc[32 * j:32 * j + 32].as_signed()
             bias = self.i.bias[32 * j:32 * j + 32].as_signed()
             mult = self.i.mult[16 * j:16 * j + 16]

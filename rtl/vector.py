@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import LUT_BYTES, Op
 
-from .bus import (BUFFER_ATTRS, CmdSignature, DataSignature, INSTR_BITS, fanout_copies, instr_fields,
+from .bus import (BUFFER_ATTRS, DUP, CmdSignature, DataSignature, INSTR_BITS, fanout_copies, instr_fields,
                   stable_copy, timing_regs)
 from .dsp import ecp5_dsp_regs, registered_product
 from .postproc import PostprocSignature
@@ -117,9 +117,11 @@ class VectorUnit(wiring.Component):
             # (each drives a lane's 24-bit adder and mux); ``avg`` is an instruction field,
             # stable from before ``start``
             if cfg.deep_pipeline and regs:
-                en_l, first_l, inpad_l = (fanout_copies(m, x, V, n) for x, n in
-                                          ((en1, "pen"), (first1, "pfirst"), (inpad1, "pinpad")))
-                avg_l = fanout_copies(m, avg, V, "pavg") if PMAX and PAVG else [avg] * V
+                en_l = fanout_copies(m, en1, V, "pen")
+                # (the data-side controls matter only with an enable: no reset)
+                first_l, inpad_l = (fanout_copies(m, x, V, n, reset_less=True) for x, n in
+                                    ((first1, "pfirst"), (inpad1, "pinpad")))
+                avg_l = fanout_copies(m, avg, V, "pavg", reset_less=True) if PMAX and PAVG else [avg] * V
             else:
                 en_l, first_l, inpad_l, avg_l = [en2] * V, [first2] * V, [inpad2] * V, [avg] * V
             for j in range(V):
@@ -269,7 +271,10 @@ class VectorUnit(wiring.Component):
             # deep_pipeline: the read word registered before it addresses the tables (one more
             # cycle per LUT instruction; else block RAM output -> table address in one cycle)
             if cfg.deep_pipeline:
-                lin = Signal(8 * V, reset_less=regs)
+                # (named as a fan-out copy with the timing registers: yosys would merge it with
+                # rd2, the multipliers' operand register, which also loads the read word every
+                # cycle, and place the one register between the tables and the DSPs)
+                lin = Signal(8 * V, reset_less=regs, name=f"lin{DUP}" if regs else "lin")
                 m.d.sync += lin.eq(self.buf_rdata)
             else:
                 lin = self.buf_rdata
@@ -286,7 +291,7 @@ class VectorUnit(wiring.Component):
                 # the earliest: buffer word, then ``lin``)
                 t_data = Signal(8 * V, name="tw_data_r", reset_less=True)
                 m.d.sync += t_data.eq(self.rd_data.data)
-                t_en, t_addr = fanout_copies(m, t_we, V, "tw_en"), fanout_copies(m, tk, V, "tw_addr")
+                t_en, t_addr = fanout_copies(m, t_we, V, "tw_en"), fanout_copies(m, tk, V, "tw_addr", reset_less=True)
             else:
                 t_data, t_en, t_addr = self.rd_data.data, [t_we] * V, [tk] * V
             for j in range(V):

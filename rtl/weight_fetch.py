@@ -77,10 +77,11 @@ class WeightFetch(wiring.Component):
                 return wp
             st = SimpleNamespace(**{f: Signal.like(getattr(wp, f), name=f"{name}_{f}")
                                     for f in ("addr", "data", "en")})
-            # address and data need no reset (only the enable does)
+            # no reset on any of them: a write in the cycle after a reset lands in a buffer
+            # whose contents are undefined after a reset anyway (the full flags are reset)
             m.d.sync += [driving_register(m, wp.addr, f"{name}_addr_r").eq(st.addr),
                          driving_register(m, wp.data, f"{name}_data_r").eq(st.data),
-                         wp.en.eq(st.en)]
+                         driving_register(m, wp.en, f"{name}_en_r").eq(st.en)]
             return st
 
         # weight buffer
@@ -103,13 +104,13 @@ class WeightFetch(wiring.Component):
                                   data=Signal(8 * V, name="pst_data"), en=Signal(8, name="pst_en"))
             p_data = Signal(8 * V, name="pst_data_r", reset_less=True)
             p_en = Signal(8, name="pst_en_r")
-            p_addr = fanout_copies(m, pwp.addr, 8, "pst_addr")
+            p_addr = fanout_copies(m, pwp.addr, 8, "pst_addr", reset_less=True)
             m.d.sync += [p_data.eq(pwp.data), p_en.eq(pwp.en)]
             # one record word per buffer half (R == V): the read address is the CONV engine's
             # buffer half, which changes only between groups, many cycles before the next group's
             # first record read, so each lane reads through its own registered copy of it (one
             # register driving the 128 LUT RAMs of all lanes was an 11 ns route)
-            p_raddr = fanout_copies(m, self.p_raddr, 8, "prd_addr") if RW == 1 else [self.p_raddr] * 8
+            p_raddr = fanout_copies(m, self.p_raddr, 8, "prd_addr", reset_less=True) if RW == 1 else [self.p_raddr] * 8
             lanes = []
             for k in range(8):
                 mem = Memory(shape=8 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
@@ -259,13 +260,29 @@ class WeightFetch(wiring.Component):
             return list(stmts) if regs else []
         hit = Signal()
         m.d.comb += hit.eq(row_hit & col_hit)
+        # GEN ends a DRAM run (-> ISSUE) when run_any & (hit | ~same | run_full); with the timing
+        # registers that decision is a flag too, computed from the flags' next values as a tile
+        # is taken (the only GEN step that changes them) and cleared on the way into GEN (the
+        # run is empty then): GEN's step decision (the enable of ~200 registers) is a LUT of
+        # three flip-flops, not of six through three levels
+        if regs:
+            stop = Signal()
+        else:
+            stop = run_any & (hit | ~same | run_full)
         # the PB read address pbrow + c: with the timing registers a register per PB row (each by
         # its block RAMs), stepped beside c and pbrow, not an adder in front of all of them
         slots = [Signal(SB, name=f"pbslot{DUP}{r}") for r in range(R)] if regs and PBT else []
 
+        # (the copies load one next value every cycle, a flip-flop without an enable each: the
+        # build keeps *_dup* flip-flops apart, but yosys rebuilds a flip-flop that has an enable
+        # without that mark and then merges the copies back into one)
+        slot_next = Signal(SB, name="pbslot_next")
+
         def slot_upd(v):
-            return [s.eq(v) for s in slots]
+            return [slot_next.eq(v)] if slots else []
         if slots:
+            m.d.comb += slot_next.eq(slots[0])          # (held)
+            m.d.sync += [s.eq(slot_next) for s in slots]
             for r in range(R):
                 m.d.comb += pb_r[r].addr.eq(slots[r])
         else:
@@ -309,10 +326,10 @@ class WeightFetch(wiring.Component):
                 with m.If(g_end):
                     m.next = "IDLE"
                 with m.Elif(~self.full.bit_select(h, 1)):
-                    m.d.sync += slot_upd(pbrow)
+                    m.d.comb += slot_upd(pbrow)
                     m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
                                  run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0),
-                                 cur.eq(gbase), *upd(run_any.eq(0), run_full.eq(0), c_last.eq(lc1 == 0),
+                                 cur.eq(gbase), *upd(run_any.eq(0), run_full.eq(0), stop.eq(0), c_last.eq(lc1 == 0),
                                       kx_last.eq(lb1 == 0), ky_last.eq(la1 == 0), col_hit.eq(e_cres != 0))]
                     m.next = "GEN"
             with m.State("GEN"):
@@ -321,7 +338,7 @@ class WeightFetch(wiring.Component):
                         m.next = "ISSUE"
                     with m.Else():
                         m.next = "PCMD"
-                with m.Elif(run_any & (hit | ~same | run_full)):
+                with m.Elif(stop):
                     m.next = "ISSUE"
                 with m.Else():
                     # take this tile: a hit is copied from the PB now, a miss joins the DRAM run
@@ -342,13 +359,19 @@ class WeightFetch(wiring.Component):
                             nxt1 = (cur + 1)[:TB]
                             m.d.sync += same.eq(~c_last | Mux(~kx_last, (colb + f["tile_skx"])[:TB] == nxt1,
                                                               ~ky_last & ((rowb + f["tile_sky"])[:TB] == nxt1)))
+                    ri_n = Mux(ri == 0xFFFF, ri, ri + 1)                               # saturates
+                    if regs:    # stop from the flags' next values (as assigned here)
+                        col_hit_n = Mux(~c_last, c + 1 < e_cres, e_cres != 0)
+                        row_hit_n = Mux(~c_last, row_hit, e_ok & (ri_n < e_rows))
+                        same_n = Mux(hit, same, ~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig))
+                        full_n = Mux(hit, run_full, run_len + 1 == max_run)
+                        m.d.sync += stop.eq((run_any | ~hit) & ((row_hit_n & col_hit_n) | ~same_n | full_n))
                     with m.If(~c_last):
                         m.d.sync += [c.eq(c + 1), cur.eq(cur + 1), *upd(c_last.eq(c == lc2),
                                                         col_hit.eq(c + 1 < e_cres))]
-                        m.d.sync += slot_upd(slots[0] + 1 if slots else 0)
+                        m.d.comb += slot_upd(slots[0] + 1 if slots else 0)
                     with m.Else():
-                        m.d.sync += slot_upd(pbrow + e_cres)
-                        ri_n = Mux(ri == 0xFFFF, ri, ri + 1)                           # saturates
+                        m.d.comb += slot_upd(pbrow + e_cres)
                         m.d.sync += [c.eq(0), ri.eq(ri_n), pbrow.eq(pbrow + e_cres),
                                      *upd(c_last.eq(lc1 == 0), col_hit.eq(e_cres != 0),
                                           row_hit.eq(e_ok & (ri_n < e_rows)))]
@@ -384,7 +407,8 @@ class WeightFetch(wiring.Component):
                     with m.Else():
                         m.d.sync += row.eq(row + 1)
                     with m.If(beats == 1):
-                        m.d.sync += [run_len.eq(0), *upd(run_any.eq(0), run_full.eq(0)), *data_state(False)]
+                        m.d.sync += [run_len.eq(0), *upd(run_any.eq(0), run_full.eq(0), stop.eq(0)),
+                                     *data_state(False)]
                         with m.If(gen_done):
                             m.next = "PCMD"
                         with m.Else():

@@ -80,7 +80,8 @@ class WindowGen(wiring.Component):
         # the configuration (instruction fields behind the users' muxes) registered: it is stable
         # from ``start`` on, and the first use of a registered copy is a cycle later
         regs = timing_regs(platform)
-        cfgp = {n: stable_copy(m, getattr(self, n), regs, f"cfg_{n}") for n, _ in CFG_PORTS}
+        # (no reset: loaded every cycle, read only while the window runs)
+        cfgp = {n: stable_copy(m, getattr(self, n), regs, f"cfg_{n}", reset_less=True) for n, _ in CFG_PORTS}
         (in_h, in_w, out_h, out_w, kh, kw, sh, sw, pad_top, pad_left, n_cc, n_c, stride, ioff,
          obase0, ostride) = (cfgp[n] for n, _ in CFG_PORTS)
         oy, ox, cc, c = Signal(10), Signal(10), Signal(10), Signal(10)
