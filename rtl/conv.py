@@ -58,11 +58,6 @@ class ConvEngine(wiring.Component):
         def set_hc(v):
             return [hc.eq(v)] + ([hc_w.eq(v)] if hc_w is not None else [])
 
-        def clear_ts():
-            """t, sub = 0 at a CONV's start and a group's end: with the timing registers left out
-            (they are 0 then already: a pixel's last step clears them, the final step is one, and
-            reset clears them), which takes two terms out of their next-value logic"""
-            return [] if regs else [t.eq(0), sub.eq(0)]
         goff = Signal(min(16, max(1, (cfg.act_buf_words - 1).bit_length())))   # modulo the buffer
         nwords = Signal(range(RW + 1))
         m.d.comb += nwords.eq(Mux(dw, 1, RW))
@@ -153,7 +148,7 @@ class ConvEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [g.eq(0), *set_hc(0), goff.eq(0), *clear_ts(),
+                    m.d.sync += [g.eq(0), *set_hc(0), goff.eq(0), t.eq(0), sub.eq(0),
                                  g_end.eq(f["n_groups"] == 0)]
                     m.next = "GSTART"
             with m.State("GSTART"):
@@ -173,6 +168,7 @@ class ConvEngine(wiring.Component):
                 with m.If(wait == 0):
                     m.d.comb += [self.release.eq(1), self.release_half.eq(hc)]
                     m.d.sync += [*set_hc(~hc), g.eq(g + 1), g_end.eq(g + 1 == f["n_groups"]),
-                                 goff.eq(goff + Mux(dw, 1, RW)), *clear_ts()]
+                                 goff.eq(goff + Mux(dw, 1, RW)),
+                                 t.eq(0), sub.eq(0)]
                     m.next = "GSTART"
         return m

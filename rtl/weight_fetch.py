@@ -273,16 +273,9 @@ class WeightFetch(wiring.Component):
         # its block RAMs), stepped beside c and pbrow, not an adder in front of all of them
         slots = [Signal(SB, name=f"pbslot{DUP}{r}") for r in range(R)] if regs and PBT else []
 
-        # (the copies load one next value every cycle, a flip-flop without an enable each: the
-        # build keeps *_dup* flip-flops apart, but yosys rebuilds a flip-flop that has an enable
-        # without that mark and then merges the copies back into one)
-        slot_next = Signal(SB, name="pbslot_next")
-
         def slot_upd(v):
-            return [slot_next.eq(v)] if slots else []
+            return [s.eq(v) for s in slots]
         if slots:
-            m.d.comb += slot_next.eq(slots[0])          # (held)
-            m.d.sync += [s.eq(slot_next) for s in slots]
             for r in range(R):
                 m.d.comb += pb_r[r].addr.eq(slots[r])
         else:
@@ -326,7 +319,7 @@ class WeightFetch(wiring.Component):
                 with m.If(g_end):
                     m.next = "IDLE"
                 with m.Elif(~self.full.bit_select(h, 1)):
-                    m.d.comb += slot_upd(pbrow)
+                    m.d.sync += slot_upd(pbrow)
                     m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
                                  run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0),
                                  cur.eq(gbase), *upd(run_any.eq(0), run_full.eq(0), stop.eq(0), c_last.eq(lc1 == 0),
@@ -369,9 +362,9 @@ class WeightFetch(wiring.Component):
                     with m.If(~c_last):
                         m.d.sync += [c.eq(c + 1), cur.eq(cur + 1), *upd(c_last.eq(c == lc2),
                                                         col_hit.eq(c + 1 < e_cres))]
-                        m.d.comb += slot_upd(slots[0] + 1 if slots else 0)
+                        m.d.sync += slot_upd(slots[0] + 1 if slots else 0)
                     with m.Else():
-                        m.d.comb += slot_upd(pbrow + e_cres)
+                        m.d.sync += slot_upd(pbrow + e_cres)
                         m.d.sync += [c.eq(0), ri.eq(ri_n), pbrow.eq(pbrow + e_cres),
                                      *upd(c_last.eq(lc1 == 0), col_hit.eq(e_cres != 0),
                                           row_hit.eq(e_ok & (ri_n < e_rows)))]
