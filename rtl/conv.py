@@ -53,10 +53,10 @@ class ConvEngine(wiring.Component):
         # with the timing registers the weight buffer's read address has its own copy of the
         # buffer half (hc also decides the issue, and hc fanned out to the 16 block RAMs too)
         regs = timing_regs(platform)
-        hc_w = Signal(name=f"hc{DUP}w") if regs else None
+        hc_w = Signal(name=f"hc{DUP}w") if regs else hc
 
         def set_hc(v):
-            return [hc.eq(v)] + ([hc_w.eq(v)] if hc_w is not None else [])
+            return [hc.eq(v)] + ([hc_w.eq(v)] if regs else [])
 
         goff = Signal(min(16, max(1, (cfg.act_buf_words - 1).bit_length())))   # modulo the buffer
         nwords = Signal(range(RW + 1))
@@ -84,7 +84,7 @@ class ConvEngine(wiring.Component):
                              & (~win.last | gap_ok))
         m.d.comb += [win.advance.eq(issue), self.inc_mac.eq(issue),
                      self.buf_raddr.eq(win.addr), self.buf_ren.eq(1),
-                     self.w_raddr.eq(Mux(hc if hc_w is None else hc_w, WT, 0) + t)]
+                     self.w_raddr.eq(Mux(hc_w, WT, 0) + t)]
         with m.If(issue & win.last):
             m.d.sync += [t.eq(0), sub.eq(0), gap.eq(1), gap_ok.eq(nw_r <= 1)]
         with m.Else():

@@ -291,7 +291,8 @@ class VectorUnit(wiring.Component):
                 # the earliest: buffer word, then ``lin``)
                 t_data = Signal(8 * V, name="tw_data_r", reset_less=True)
                 m.d.sync += t_data.eq(self.rd_data.data)
-                t_en, t_addr = fanout_copies(m, t_we, V, "tw_en"), fanout_copies(m, tk, V, "tw_addr", reset_less=True)
+                t_en = fanout_copies(m, t_we, V, "tw_en")
+                t_addr = fanout_copies(m, tk, V, "tw_addr", reset_less=True)
             else:
                 t_data, t_en, t_addr = self.rd_data.data, [t_we] * V, [tk] * V
             for j in range(V):

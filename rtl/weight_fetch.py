@@ -110,7 +110,8 @@ class WeightFetch(wiring.Component):
             # buffer half, which changes only between groups, many cycles before the next group's
             # first record read, so each lane reads through its own registered copy of it (one
             # register driving the 128 LUT RAMs of all lanes was an 11 ns route)
-            p_raddr = fanout_copies(m, self.p_raddr, 8, "prd_addr", reset_less=True) if RW == 1 else [self.p_raddr] * 8
+            p_raddr = (fanout_copies(m, self.p_raddr, 8, "prd_addr", reset_less=True) if RW == 1
+                       else [self.p_raddr] * 8)
             lanes = []
             for k in range(8):
                 mem = Memory(shape=8 * V, depth=2 * RW, init=[], attrs=BUFFER_ATTRS)
@@ -322,8 +323,9 @@ class WeightFetch(wiring.Component):
                     m.d.sync += slot_upd(pbrow)
                     m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
                                  run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0),
-                                 cur.eq(gbase), *upd(run_any.eq(0), run_full.eq(0), stop.eq(0), c_last.eq(lc1 == 0),
-                                      kx_last.eq(lb1 == 0), ky_last.eq(la1 == 0), col_hit.eq(e_cres != 0))]
+                                 cur.eq(gbase), *upd(run_any.eq(0), run_full.eq(0), stop.eq(0),
+                                                     c_last.eq(lc1 == 0), kx_last.eq(lb1 == 0),
+                                                     ky_last.eq(la1 == 0), col_hit.eq(e_cres != 0))]
                     m.next = "GEN"
             with m.State("GEN"):
                 with m.If(gen_done):
