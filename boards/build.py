@@ -41,6 +41,8 @@ class Board:
     #: there (router2 stalled at ~7,000 overused wires, router1 still routing after 45 min);
     #: the static placer spreads it and router2 finishes (6 min for place and route, session 6)
     pnr_opts: str = ""
+    #: nextpnr's placement seed (None: nextpnr's default)
+    seed: "int | None" = None
 
 
 BOARDS = {
@@ -92,12 +94,13 @@ def _overflow_message(board: Board, cfg, parsed: dict) -> "str | None":
 
 
 def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = DEFAULT_BAUD,
-          do_build: "bool | str" = True, progress=None) -> dict:
+          do_build: "bool | str" = True, progress=None, seed: "int | None" = None) -> dict:
     """Build SushiSoC for ``board`` into out_dir; writes and returns out_dir/report.json.
 
     ``do_build``: True (synthesis, place and route, bitstream), False (elaborate only) or
     ``"synth"`` (synthesis only, then ``boards.sta``'s pre-placement timing estimate in the
     report's ``sta`` entry: seconds instead of the ULX3S's ~5-8 min of placement and routing).
+    ``seed``: nextpnr's placement seed (None: the board's ``seed``).
 
     Report: board, config, clock/target/fmax (MHz), timing_met, utilization (used, available),
     steps with their seconds, bitstream path.  A design that does not fit raises BoardError naming
@@ -118,8 +121,13 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
     if b.family == "ecp5":
         from sim.dram_model import mem_verilog
         plat.add_file("sushi_dram_mem.v", mem_verilog())
+    if seed is None:
+        seed = b.seed
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise BoardError(f"'seed' must be an integer, not {seed!r}")
     nextpnr_opts = " ".join(filter(None, ["--timing-allow-fail --report nextpnr_report.json",
-                                          "--sdf sushi_soc.sdf", b.pnr_opts]))
+                                          "--sdf sushi_soc.sdf", b.pnr_opts,
+                                          f"--seed {seed}" if seed is not None else ""]))
     kw = dict(name="sushi_soc", build_dir=str(out / "build"), do_build=False,
               nextpnr_opts=nextpnr_opts)
     if b.synth_opts:
@@ -130,14 +138,16 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
     after_read = ["proc", "memory_collect",
                   "setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 a:no_rw_check %i"]
     after_read += [f'setattr -set ram_style "block" */{n}' for n in b.bram_memories]
-    # the fan-out copies (rtl.bus.fanout_copies) stay separate flip-flops
-    after_read += [f"setattr -set keep 1 w:*{DUP}* %ci1 c:* %i"]
+    # the fan-out copies (rtl.bus.fanout_copies) stay separate flip-flops; ``%a`` adds the wires
+    # a copy is an alias of (a copy that drives a memory port is emitted as the port's wire, and
+    # the flip-flop drives that one)
+    after_read += [f"setattr -set keep 1 w:*{DUP}* %a %ci1 c:* %i"]
     kw["script_after_read"] = "\n".join(after_read)
     say(f"elaborating SushiSoC ({cfg.name}) for {b.name}")
     plan = plat.build(top, **kw)
     steps["elaborate_s"] = round(time.perf_counter() - t0, 2)
     report = {"board": b.name, "device": f"{plat.device}-{plat.package}", "config": cfg.to_json(),
-              "preset": cfg.name, "target_mhz": b.target_mhz, "clock_mhz": top.f_mhz, "baud": baud,
+              "preset": cfg.name, "seed": seed, "target_mhz": b.target_mhz, "clock_mhz": top.f_mhz, "baud": baud,
               "uart_divisor": top.divisor, "mem_bytes": b.mem_bytes,
               "ram": "spram" if b.family == "ice40" else "bram"}
     if not do_build:

@@ -19,6 +19,9 @@ def add_commands(subparsers) -> None:
                    help="accelerator preset or JSON file (default: the board's preset)")
     b.add_argument("--baud", type=int, default=DEFAULT_BAUD)
     b.add_argument("-o", "--out", required=True, help="output directory")
+    b.add_argument("--seed", type=int, default=None,
+                   help="nextpnr's placement seed (default: the board's; one netlist with one seed "
+                        "always builds the same, another seed places differently: docs/boards.md)")
     b.add_argument("--elaborate-only", action="store_true",
                    help="stop before the vendor tools: elaborate the SoC and write OUT/build (RTLIL, Verilog, "
                         "pin constraints, the synthesis script) and OUT/report.json with built: false")
@@ -42,7 +45,7 @@ def cmd_build(args) -> int:
     except ConfigError as e:
         raise BoardError(str(e)) from None
     mode = False if args.elaborate_only else ("synth" if args.synth_only else True)
-    rep = build(args.board, cfg, args.out, baud=args.baud, do_build=mode,
+    rep = build(args.board, cfg, args.out, baud=args.baud, do_build=mode, seed=args.seed,
                 progress=lambda m: print(f"[build] {m}"))
     if mode == "synth":
         est = rep["sta"]
@@ -56,7 +59,7 @@ def cmd_build(args) -> int:
         print(json.dumps({k: rep.get(k) for k in keys}, indent=2))
         print(f"elaborated only (no synthesis, place and route): the build tree is in {args.out}/build")
         return 0
-    keys = ("board", "preset", "fmax_mhz", "target_mhz", "timing_met", "utilization", "build_s", "bitstream")
+    keys = ("board", "preset", "seed", "fmax_mhz", "target_mhz", "timing_met", "utilization", "build_s", "bitstream")
     print(json.dumps({k: rep.get(k) for k in keys}, indent=2))
     if not rep.get("timing_met"):
         print(f"warning: timing not met: fmax {rep.get('fmax_mhz')} MHz < {rep.get('clock_mhz')} MHz")

@@ -104,7 +104,8 @@ class SushiAccel(wiring.Component):
         # far from the activation buffer's port)
         is_vec_r = stable_copy(m, is_vec, True, "is_vec_r" + (DUP if regs else ""))
         is_pool_r = stable_copy(m, is_pool, True, "is_pool_r")
-        is_dma_r = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), True, "is_dma_r")
+        # (named like a copy where the write select's copy below exists: the same decode)
+        is_dma_r = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), True, "is_dma_r" + (DUP if regs else ""))
         is_conv_r = stable_copy(m, op == Op.CONV, True, "is_conv_r")
         is_wf_r = stable_copy(m, (op == Op.CONV) | (op == Op.LOADSG) | (op == Op.SETRES), True, "is_wf_r")
         unit_rd = Mux(op == Op.LOAD, 1, Mux((op == Op.LUT) & cfg.op_lut, 3, 2))
@@ -145,8 +146,11 @@ class SushiAccel(wiring.Component):
                 m.d.comb += getattr(win, n).eq(Mux(is_pool_r, getattr(vec.win, n), getattr(conv.win, n)))
             else:   # same instruction field in CONV and POOL
                 m.d.comb += getattr(win, n).eq(getattr(conv.win, n))
+        # (with the timing registers the steps ORed: each user advances only while it runs, and
+        # the OR folds into the window's enable logic where the select would be a LUT level)
         m.d.comb += [win.start.eq(conv.win.start | vec.win.start),
-                     win.advance.eq(Mux(is_pool_r, vec.win.advance, conv.win.advance))]
+                     win.advance.eq(conv.win.advance | vec.win.advance if regs
+                                    else Mux(is_pool_r, vec.win.advance, conv.win.advance))]
         for n, _ in OUT_PORTS:
             m.d.comb += [getattr(conv.win, n).eq(getattr(win, n)), getattr(vec.win, n).eq(getattr(win, n))]
 

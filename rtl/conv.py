@@ -1,4 +1,6 @@
 """The CONV engine: step issue, PE array feed, accumulator drain into the post-processor."""
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Signal, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -11,14 +13,22 @@ from .pe_array import PeArray, latency as pe_latency
 from .postproc import PostprocSignature
 from .window import WindowSignature
 
-__all__ = ["ConvEngine"]
+__all__ = ["ConvEngine", "latency"]
+
+
+def latency(cfg: AccelConfig) -> int:
+    """Cycles from a step's issue to the PE array's inputs and through it to ``res_valid``: with
+    ``deep_pipeline`` the weight buffer's read address is registered beside its block RAMs
+    (weight_fetch), so the tile and the activation word reach the PE array a cycle later."""
+    return pe_latency(cfg) + (1 if cfg.deep_pipeline else 0)
 
 
 class ConvEngine(wiring.Component):
     """Executes one CONV (dense or depthwise) group by group, one reduction step per cycle.
 
     Per step (cycle 0) it addresses the activation buffer and the weight buffer half of the
-    current group; the PE array multiplies (cycle 1) and accumulates (cycle 2); a finished pixel's
+    current group; the PE array multiplies (cycle 1) and accumulates (cycle 2) (with
+    ``deep_pipeline`` ``latency(cfg)`` cycles to a pixel's sums); a finished pixel's
     R sums go to a drain bank and leave as R/V words (one word per cycle, depthwise one word) to
     the post-processor with their records, while the next pixel accumulates.  A pixel's last step
     is held back only when the previous pixel's drain would still be running.  After a group
@@ -80,12 +90,33 @@ class ConvEngine(wiring.Component):
         # engine runs)
         gap_ok = Signal(init=1)
         nw_r = stable_copy(m, nwords, True, "nwords_r")
-        m.d.comb += issue.eq(running & win.valid & self.full.bit_select(hc, 1)
-                             & (~win.last | gap_ok))
-        m.d.comb += [win.advance.eq(issue), self.inc_mac.eq(issue),
-                     self.buf_raddr.eq(win.addr), self.buf_ren.eq(1),
+        if cfg.deep_pipeline:
+            # the window's steps pass through a two-entry queue (head ``q0``): the window advances
+            # while the queue has room (registered), not on the issue, so the issue decision (the
+            # buffer half full, the drain gap) drives this engine's few registers and not the
+            # window's ~150 counter enables; a group's first step issues a cycle later
+            names = ("addr", "first", "last", "final", "inpad", "obase")
+            q0 = {n: Signal.like(getattr(win, n), name=f"q0_{n}", reset_less=True) for n in names}
+            q1 = {n: Signal.like(getattr(win, n), name=f"q1_{n}", reset_less=True) for n in names}
+            hv, h2 = Signal(), Signal()         # queue holds 1+ / 2 steps
+            push = Signal()
+            m.d.comb += push.eq(running & win.valid & ~h2)
+            m.d.sync += [hv.eq(h2 | push | (hv & ~issue)), h2.eq((h2 | (hv & push)) & ~issue)]
+            with m.If(issue & h2):
+                m.d.sync += [q0[n].eq(q1[n]) for n in names]
+            with m.If(push & (~hv | issue)):
+                m.d.sync += [q0[n].eq(getattr(win, n)) for n in names]
+            with m.If(push & hv & ~issue):
+                m.d.sync += [q1[n].eq(getattr(win, n)) for n in names]
+            step = SimpleNamespace(valid=hv, **q0)
+        else:
+            step, push = win, issue
+        m.d.comb += issue.eq(running & step.valid & self.full.bit_select(hc, 1)
+                             & (~step.last | gap_ok))
+        m.d.comb += [win.advance.eq(push), self.inc_mac.eq(issue),
+                     self.buf_raddr.eq(step.addr), self.buf_ren.eq(1),
                      self.w_raddr.eq(Mux(hc_w, WT, 0) + t)]
-        with m.If(issue & win.last):
+        with m.If(issue & step.last):
             m.d.sync += [t.eq(0), sub.eq(0), gap.eq(1), gap_ok.eq(nw_r <= 1)]
         with m.Else():
             with m.If(gap < RW):
@@ -102,11 +133,20 @@ class ConvEngine(wiring.Component):
         en1, first1, last1, inpad1 = Signal(), Signal(), Signal(), Signal()
         sub1 = Signal(range(R))
         tag1 = Signal(16)
-        m.d.sync += [en1.eq(issue), first1.eq(win.first), last1.eq(win.last), inpad1.eq(win.inpad),
-                     sub1.eq(sub), tag1.eq(win.obase)]
-        m.d.comb += [pe.en.eq(en1), pe.first.eq(first1), pe.last.eq(last1), pe.dw.eq(dw),
-                     pe.dsel.eq(sub1), pe.tag.eq(tag1), pe.inpad.eq(inpad1),
-                     pe.a.eq(self.buf_rdata), pe.w.eq(self.w_rdata)]
+        m.d.sync += [en1.eq(issue), first1.eq(step.first), last1.eq(step.last), inpad1.eq(step.inpad),
+                     sub1.eq(sub), tag1.eq(step.obase)]
+        pe_in = {"en": en1, "first": first1, "last": last1, "dsel": sub1, "tag": tag1,
+                 "inpad": inpad1, "a": self.buf_rdata}
+        if cfg.deep_pipeline:
+            # the tile comes two cycles after the step (its address registered per row beside
+            # the weight buffer's block RAMs): the activation word and the step's controls wait
+            # a cycle in registers (only ``en`` needs a reset)
+            for k, v in list(pe_in.items()):
+                pe_in[k] = Signal.like(v, name=f"{k}2", reset_less=k != "en")
+                m.d.sync += pe_in[k].eq(v)
+        m.d.comb += [pe.en.eq(pe_in["en"]), pe.first.eq(pe_in["first"]), pe.last.eq(pe_in["last"]),
+                     pe.dw.eq(dw), pe.dsel.eq(pe_in["dsel"]), pe.tag.eq(pe_in["tag"]),
+                     pe.inpad.eq(pe_in["inpad"]), pe.a.eq(pe_in["a"]), pe.w.eq(self.w_rdata)]
 
         # ---- drain: one output word per cycle
         dq = Signal(range(RW + 1))
@@ -143,7 +183,10 @@ class ConvEngine(wiring.Component):
                          self.pp.shift[6 * j:6 * j + 6].eq(rec[48:54])]
 
         # ---- group control
-        wait = Signal(range(RW + 4 + pe_latency(cfg)))
+        wait = Signal(range(RW + 4 + latency(cfg)))
+        # with the timing registers wait == 0 is a flag set from wait == 1 (the wait is at least
+        # 4), and the group end leaves t and sub alone: the final step (a pixel's last) cleared them
+        wait_end = Signal() if regs else (wait == 0)
         g_end = Signal()        # g == n_groups, a flag set beside g (the window's start follows it)
         with m.FSM():
             with m.State("IDLE"):
@@ -160,15 +203,20 @@ class ConvEngine(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
-                with m.If(issue & win.final):
-                    m.d.sync += wait.eq(RW + 3 + pe_latency(cfg))
+                with m.If(issue & step.final):
+                    m.d.sync += wait.eq(RW + 3 + latency(cfg))
+                    if regs:
+                        m.d.sync += wait_end.eq(0)
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
+                if regs:
+                    m.d.sync += wait_end.eq(wait == 1)
+                with m.If(wait_end):
                     m.d.comb += [self.release.eq(1), self.release_half.eq(hc)]
                     m.d.sync += [*set_hc(~hc), g.eq(g + 1), g_end.eq(g + 1 == f["n_groups"]),
-                                 goff.eq(goff + Mux(dw, 1, RW)),
-                                 t.eq(0), sub.eq(0)]
+                                 goff.eq(goff + Mux(dw, 1, RW))]
+                    if not regs:
+                        m.d.sync += [t.eq(0), sub.eq(0)]
                     m.next = "GSTART"
         return m

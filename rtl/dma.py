@@ -61,6 +61,9 @@ class Dma(wiring.Component):
         rdy = Signal()
         if regs:
             m.d.comb += self.rd_data.ready.eq(rdy)
+            # the activation buffer's read port outside the state decode (reads have no side
+            # effect; dv is only ever set in STORE): no state logic before the block RAMs' ports
+            m.d.comb += [self.buf_raddr.eq(baddr), self.buf_ren.eq(~dv | self.wr_data.ready)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -96,8 +99,9 @@ class Dma(wiring.Component):
                         m.next = "CMD"
             with m.State("STORE"):
                 adv = ~dv | self.wr_data.ready
-                m.d.comb += [self.wr_data.valid.eq(dv), self.wr_data.data.eq(self.buf_rdata),
-                             self.buf_ren.eq(adv), self.buf_raddr.eq(baddr)]
+                m.d.comb += [self.wr_data.valid.eq(dv), self.wr_data.data.eq(self.buf_rdata)]
+                if not regs:
+                    m.d.comb += [self.buf_ren.eq(adv), self.buf_raddr.eq(baddr)]
                 with m.If(adv):
                     with m.If(issued != cnt):
                         m.d.sync += [dv.eq(1), issued.eq(issued + 1), baddr.eq(baddr + 1)]

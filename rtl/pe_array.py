@@ -191,11 +191,14 @@ class PeArray(wiring.Component):
         with m.If(ca["en"] & ca["last"]):
             m.d.sync += [self.res_valid.eq(1), self.res_tag.eq(ca["tag"])]
         # (deep form with the timing registers: each row's accumulator controls from a copy of
-        # their own, one register was a route to 8 * 32 * R adder and enable inputs)
+        # their own, one register was a route to 8 * 32 * R adder and enable inputs; no reset on
+        # them: each reloads every cycle, and a stray accumulate after a reset is overwritten by
+        # the next pixel's first step)
         if deep and timing_regs(platform):
             prev = ctl[L - 2]
             rc = [dict(zip(("en", "first", "dw"), c))
-                  for c in fanout_copies(m, Cat(prev["en"], prev["first"], prev["dw"]), R, "acc_ctl")]
+                  for c in fanout_copies(m, Cat(prev["en"], prev["first"], prev["dw"]), R, "acc_ctl",
+                                         reset_less=True)]
         else:
             rc = [ca] * R
         for r in range(R):

@@ -62,9 +62,11 @@ class VectorUnit(wiring.Component):
         # the opcode decode registered (the instruction is stable from two cycles before ``start``)
         regs = timing_regs(platform)
         opc = self.instr[:8]
-        is_pool = stable_copy(m, opc == Op.POOL, regs, "is_pool") if POOL else Const(0)
-        is_mul = stable_copy(m, opc == Op.MUL, regs, "is_mul") if MUL else Const(0)
-        is_lut = stable_copy(m, opc == Op.LUT, regs, "is_lut") if LUT else Const(0)
+        # (named like the lanes' copies below: yosys would merge each into one of them, beside
+        # one lane and far from the unit's own logic)
+        is_pool = stable_copy(m, opc == Op.POOL, regs, f"is_pool{DUP}") if POOL else Const(0)
+        is_mul = stable_copy(m, opc == Op.MUL, regs, f"is_mul{DUP}") if MUL else Const(0)
+        is_lut = stable_copy(m, opc == Op.LUT, regs, f"is_lut{DUP}") if LUT else Const(0)
         # each lane's share of the beat select (hundreds of mux LUTs per decode) from its own
         # copy of the decode, with the timing registers
         def lane_sel(on, op, name):
@@ -117,19 +119,37 @@ class VectorUnit(wiring.Component):
             # (each drives a lane's 24-bit adder and mux); ``avg`` is an instruction field,
             # stable from before ``start``
             if cfg.deep_pipeline and regs:
-                en_l = fanout_copies(m, en1, V, "pen")
+                # (with max pooling the enables are the flags below instead)
+                en_l = fanout_copies(m, en1, V, "pen") if not PMAX else [None] * V
                 # (the data-side controls matter only with an enable: no reset)
-                first_l, inpad_l = (fanout_copies(m, x, V, n, reset_less=True) for x, n in
-                                    ((first1, "pfirst"), (inpad1, "pinpad")))
+                # (max pooling alone: the first-step flag only in the flags below)
+                first_l = (fanout_copies(m, first1, V, "pfirst", reset_less=True) if PAVG
+                           else [None] * V)
+                inpad_l = fanout_copies(m, inpad1, V, "pinpad", reset_less=True)
                 avg_l = fanout_copies(m, avg, V, "pavg", reset_less=True) if PMAX and PAVG else [avg] * V
             else:
                 en_l, first_l, inpad_l, avg_l = [en2] * V, [first2] * V, [inpad2] * V, [avg] * V
+            # (deep form with the timing registers: the max compare decides only the enable of a
+            # lane's accumulator, from two flags per lane registered beside the controls' copies
+            # -- ``pall``: it loads whatever the compare says (first step, or average pooling),
+            # ``pcmp``: it loads ``a`` if ``a`` is the larger -- one LUT after the compare)
+            split = cfg.deep_pipeline and regs and PMAX
+            if split:
+                pall = fanout_copies(m, en1 & (first1 | avg), V, "pall")
+                pcmp = fanout_copies(m, en1 & ~first1 & inpad1 & ~avg, V, "pcmp")
             for j in range(V):
                 a = lane(prd, j)
                 # (max pooling keeps int8 values: with the timing registers an 8-bit compare)
                 pm = pacc[j][:8].as_signed() if regs else pacc[j]
+                sm = Mux(first_l[j], 0, pacc[j]) + Mux(inpad_l[j], a, 0) if PAVG else None
+                if split:
+                    with m.If(pall[j]):
+                        first_v = Mux(inpad_l[j], a, -128)
+                        m.d.sync += pacc[j].eq(Mux(avg_l[j], sm, first_v) if PAVG else first_v)
+                    with m.Elif(pcmp[j] & (a > pm)):
+                        m.d.sync += pacc[j].eq(a)
+                    continue
                 mx = Mux(first_l[j], Mux(inpad_l[j], a, -128), Mux(inpad_l[j] & (a > pm), a, pacc[j]))
-                sm = Mux(first_l[j], 0, pacc[j]) + Mux(inpad_l[j], a, 0)
                 with m.If(en_l[j]):
                     m.d.sync += pacc[j].eq(Mux(avg_l[j], sm, mx) if PMAX and PAVG else (sm if PAVG else mx))
             beats.append((is_pool, lane_pool, pv3, ptag3, fp["clamp_lo"], fp["clamp_hi"],
@@ -196,7 +216,14 @@ class VectorUnit(wiring.Component):
                 en_, ph_, tg_ = Signal(name=f"aen{3 + k}"), Signal(name=f"aph{3 + k}"), \
                     Signal(16, name=f"atag{3 + k}", reset_less=regs)
                 m.d.sync += [en_.eq(aen3), ph_.eq(aph3), tg_.eq(atag3)]
+                if k == int(cfg.deep_pipeline) and cfg.deep_pipeline and regs:
+                    # the product's cycle: each lane's areg and xr loads from its own copy of the
+                    # stage's two enables (one LUT of aen/aph had routed to 8 x 50 enable pins)
+                    lane_aload = fanout_copies(m, aen3 & ~aph3, V, "aload")
+                    lane_xload = fanout_copies(m, aen3 & aph3, V, "xload")
                 aen3, aph3, atag3 = en_, ph_, tg_
+            if not (cfg.deep_pipeline and regs):
+                lane_aload, lane_xload = [aen3 & ~aph3] * V, [aen3 & aph3] * V
             in_dsp = cfg.deep_pipeline and ecp5_dsp_regs(platform)
             m.d.sync += xv.eq(aen3 & aph3)
             # one 8 x 16 multiplier per lane, shared by the two phases: the a word (phase 0) gives
@@ -242,9 +269,9 @@ class VectorUnit(wiring.Component):
                 else:
                     with m.If(aen2):
                         m.d.sync += prod.eq(lane(rd2, j) * y)
-                with m.If(aen3 & ~aph3):
+                with m.If(lane_aload[j]):
                     m.d.sync += areg[j].eq(prod)
-                with m.If(aen3 & aph3):
+                with m.If(lane_xload[j]):
                     if ADD and MUL:
                         m.d.sync += xr[j].eq(Mux(mul_j, prod[:16].as_signed(), areg[j] + prod))
                     else:
@@ -291,16 +318,17 @@ class VectorUnit(wiring.Component):
                 # the earliest: buffer word, then ``lin``)
                 t_data = Signal(8 * V, name="tw_data_r", reset_less=True)
                 m.d.sync += t_data.eq(self.rd_data.data)
+                t_data = [t_data] * V
                 t_en = fanout_copies(m, t_we, V, "tw_en")
                 t_addr = fanout_copies(m, tk, V, "tw_addr", reset_less=True)
             else:
-                t_data, t_en, t_addr = self.rd_data.data, [t_we] * V, [tk] * V
+                t_data, t_en, t_addr = [self.rd_data.data] * V, [t_we] * V, [tk] * V
             for j in range(V):
                 mem = Memory(shape=8 * V, depth=LW, init=[], attrs=BUFFER_ATTRS)
                 m.submodules[f"lut{j}"] = mem
                 wp = mem.write_port()
                 rp = mem.read_port()
-                m.d.comb += [wp.addr.eq(t_addr[j]), wp.data.eq(t_data), wp.en.eq(t_en[j]),
+                m.d.comb += [wp.addr.eq(t_addr[j]), wp.data.eq(t_data[j]), wp.en.eq(t_en[j]),
                              rp.addr.eq(lin[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
                 tab_r.append(rp)
             lend = Signal()             # li == n_words, kept as a flag

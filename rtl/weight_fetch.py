@@ -32,7 +32,7 @@ class WeightFetch(wiring.Component):
     DRAM traffic); consecutive **misses** are merged into one DRAM burst (a hit ends the burst);
     then its requantization records.  Tile ``t`` of a group lands in entry ``half*wbuf_tiles + t``
     of R memories of V bytes (beat r of a tile -> memory r), so ``w_rdata`` is a whole tile per
-    cycle.  Records land in a memory of 64V-bit words (the V records of one output word), entry
+    cycle, the cycle after ``w_raddr`` (two cycles with ``deep_pipeline``).  Records land in a memory of 64V-bit words (the V records of one output word), entry
     ``half*RW + q``.  ``full[h]`` is set when half h holds a complete group; the consumer frees it
     with ``release`` (half ``release_half``).
 
@@ -78,20 +78,25 @@ class WeightFetch(wiring.Component):
             st = SimpleNamespace(**{f: Signal.like(getattr(wp, f), name=f"{name}_{f}")
                                     for f in ("addr", "data", "en")})
             # no reset on any of them: a write in the cycle after a reset lands in a buffer
-            # whose contents are undefined after a reset anyway (the full flags are reset)
-            m.d.sync += [driving_register(m, wp.addr, f"{name}_addr_r").eq(st.addr),
+            # whose contents are undefined after a reset anyway (the full flags are reset); the
+            # address named as a fan-out copy: the PB rows' addresses are equal, and yosys would
+            # merge them into one register, far from most of the rows
+            m.d.sync += [driving_register(m, wp.addr, f"{name}_addr{DUP}").eq(st.addr),
                          driving_register(m, wp.data, f"{name}_data_r").eq(st.data),
                          driving_register(m, wp.en, f"{name}_en_r").eq(st.en)]
             return st
 
-        # weight buffer
+        # weight buffer; with deep_pipeline its read address registered, a copy per row beside
+        # the row's block RAMs (the tile comes two cycles after the address: rtl.conv.latency)
         wport = []
+        w_ra = (fanout_copies(m, self.w_raddr, R, "w_raddr", reset_less=True) if cfg.deep_pipeline
+                else [self.w_raddr] * R)
         for r in range(R):
             mem = Memory(shape=8 * V, depth=2 * WT, init=[], attrs=BUFFER_ATTRS)
             m.submodules[f"wmem{r}"] = mem
             rp = mem.read_port()
             wp = mem.write_port()
-            m.d.comb += [rp.addr.eq(self.w_raddr), self.w_rdata[8 * V * r:8 * V * (r + 1)].eq(rp.data)]
+            m.d.comb += [rp.addr.eq(w_ra[r]), self.w_rdata[8 * V * r:8 * V * (r + 1)].eq(rp.data)]
             wport.append(staged(wp, f"wst{r}"))
         # the parameter records' write port: one DRAM beat (8 * V bits) into one of its 8 lanes
         # (the half is marked full with its last beat, the CONV engine reads its records cycles
@@ -317,15 +322,22 @@ class WeightFetch(wiring.Component):
                                  *upd(row_hit.eq(e_ok & (e_rows != 0)))]
                     m.next = "GROUP"
             with m.State("GROUP"):
+                # GEN's start values: with the timing registers loaded on every GROUP cycle
+                # (nothing reads them there), so the group decision below (g_end, the half's
+                # full flag) is not on the enables of these ~100 flip-flops
+                gen_init = slot_upd(pbrow) + [
+                    ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
+                    run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0),
+                    cur.eq(gbase), *upd(run_any.eq(0), run_full.eq(0), stop.eq(0),
+                                        c_last.eq(lc1 == 0), kx_last.eq(lb1 == 0),
+                                        ky_last.eq(la1 == 0), col_hit.eq(e_cres != 0))]
+                if regs:
+                    m.d.sync += gen_init
                 with m.If(g_end):
                     m.next = "IDLE"
                 with m.Elif(~self.full.bit_select(h, 1)):
-                    m.d.sync += slot_upd(pbrow)
-                    m.d.sync += [ky.eq(0), kx.eq(0), c.eq(0), rowb.eq(gbase), colb.eq(gbase),
-                                 run_len.eq(0), gen_done.eq(0), tloc.eq(0), row.eq(0),
-                                 cur.eq(gbase), *upd(run_any.eq(0), run_full.eq(0), stop.eq(0),
-                                                     c_last.eq(lc1 == 0), kx_last.eq(lb1 == 0),
-                                                     ky_last.eq(la1 == 0), col_hit.eq(e_cres != 0))]
+                    if not regs:
+                        m.d.sync += gen_init
                     m.next = "GEN"
             with m.State("GEN"):
                 with m.If(gen_done):
@@ -465,7 +477,9 @@ class WeightFetch(wiring.Component):
         # the PB copy write (never in the same cycle as a DRAM beat: DATA follows GEN via ISSUE)
         # (with the timing registers from a copy of cp_v per row: each selects 8 * V + 1 bits)
         if PBT and regs:
-            for r, v in enumerate(fanout_copies(m, cp_take, R, "cp_v")):
+            # (no reset: the power-on reset lasts 15 cycles and each copy reloads every cycle;
+            # a write after a shorter reset lands in a weight buffer half that is not full)
+            for r, v in enumerate(fanout_copies(m, cp_take, R, "cp_v", reset_less=True)):
                 with m.If(v):
                     m.d.comb += [wport[r].addr.eq(cp_dst), wport[r].data.eq(pb_r[r].data),
                                  wport[r].en.eq(1)]

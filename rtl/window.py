@@ -85,7 +85,7 @@ class WindowGen(wiring.Component):
         (in_h, in_w, out_h, out_w, kh, kw, sh, sw, pad_top, pad_left, n_cc, n_c, stride, ioff,
          obase0, ostride) = (cfgp[n] for n, _ in CFG_PORTS)
         oy, ox, cc, c = Signal(10), Signal(10), Signal(10), Signal(10)
-        ky, kx = Signal(8), Signal(8)
+        ky, kx = Signal(8), Signal(8, name="kx")     # (kx named: the closure below hides it from the tracer)
         iy0, ix0, iy, ix = (Signal(signed(14), name=n) for n in ("iy0", "ix0", "iy", "ix"))
         prow, pbase, rbase, kbase = (Signal(A, name=n) for n in ("prow", "pbase", "rbase", "kbase"))
         # word addresses of the current output row / pixel (prow, pbase) and kernel row / position
@@ -95,7 +95,21 @@ class WindowGen(wiring.Component):
                                                    ("rowstride", "colstep", "rowstep", "padl", "padt"))
         obase = Signal(A)
         iop = Signal(A)         # ioff - padl (setup 1), so the first address is one subtraction away
-        setup = Signal(2)
+        # the setup cycles: with the timing registers two one-hot flags (and the step below in a
+        # branch of its own, no setup decode in front of the counters' enables: a step comes only
+        # while valid, and valid is low during setup), else a 2-bit counter
+        if regs:
+            s1, s2 = Signal(name="setup1"), Signal(name="setup2")
+            idle = ~s1 & ~s2 & ~self.valid
+
+            def to_setup(n):
+                return [s1.eq(n == 1), s2.eq(n == 2)]
+        else:
+            setup = Signal(2)
+            s1, s2, idle = setup == 1, setup == 2, (setup == 0) & ~self.valid
+
+            def to_setup(n):
+                return [setup.eq(n)]
 
         # "x is at its last value" flags kept in registers beside the counters (set from the next
         # value's compare when a counter moves), so the step outputs and every decision below
@@ -136,22 +150,26 @@ class WindowGen(wiring.Component):
         # the first setup products follow the configuration while the generator is idle (so the
         # start cycle loads them as before, without ``start`` on the enables of all these flip-flops:
         # it comes combinationally from the sequencer's decode, a long path on small FPGAs)
-        with m.If((setup == 0) & ~self.valid):
+        with m.If(idle):
             m.d.sync += [rowstride.eq(_mul16(stride, in_w, A)),
                          colstep.eq(_mul16(stride, sw, A)),
                          padl.eq(_mul16(stride, pad_left, A))]
-        with m.If(setup == 1):
-            m.d.sync += [setup.eq(2), rowstep.eq(_mul16(rowstride, sh, A)),
-                         padt.eq(_mul16(rowstride, pad_top, A)), iop.eq(ioff[:A] - padl)]
-        with m.Elif(setup == 2):
-            p0 = (iop - padt)[:A]
-            m.d.sync += [setup.eq(0), self.valid.eq(1),
-                         oy.eq(0), ox.eq(0), cc.eq(0), ky.eq(0), kx.eq(0), c.eq(0),
-                         iy0.eq(-pad_top), iy.eq(-pad_top),
-                         ix0.eq(-pad_left), ix.eq(-pad_left),
-                         prow.eq(p0), pbase.eq(p0), rbase.eq(p0), *kb(p0),
-                         obase.eq(obase0)] + [st for b in bounds for st in reset(b[0])]
-        with m.Elif(self.advance & self.valid):
+
+        def setup_steps():
+            with m.If(s1):
+                m.d.sync += [*to_setup(2), rowstep.eq(_mul16(rowstride, sh, A)),
+                             padt.eq(_mul16(rowstride, pad_top, A)), iop.eq(ioff[:A] - padl)]
+            with m.Elif(s2):
+                p0 = (iop - padt)[:A]
+                m.d.sync += [*to_setup(0), self.valid.eq(1),
+                             oy.eq(0), ox.eq(0), cc.eq(0), ky.eq(0), kx.eq(0), c.eq(0),
+                             iy0.eq(-pad_top), iy.eq(-pad_top),
+                             ix0.eq(-pad_left), ix.eq(-pad_left),
+                             prow.eq(p0), pbase.eq(p0), rbase.eq(p0), *kb(p0),
+                             obase.eq(obase0)] + [st for b in bounds for st in reset(b[0])]
+        if not regs:
+            setup_steps()
+        with (m.If(self.advance & self.valid) if regs else m.Elif(self.advance & self.valid)):
             with m.If(~last_c):
                 m.d.sync += [c.eq(c + 1), addr_r.eq(addr_r + 1), *step(last_c)]
             with m.Else():
@@ -184,9 +202,11 @@ class WindowGen(wiring.Component):
                                              prow.eq(nb), pbase.eq(nb), rbase.eq(nb), *kb(nb)]
                                 with m.If(last_oy):
                                     m.d.sync += self.valid.eq(0)
+        if regs:
+            setup_steps()
         # ``start`` comes only while the generator is idle (setup 0, not valid), so it needs no
         # place in the chain above and stays off the counters' enables (it is a late signal: the
         # sequencer's decode through a unit's start); written last, it wins for setup and valid
         with m.If(self.start):
-            m.d.sync += [setup.eq(1), self.valid.eq(0)]
+            m.d.sync += [*to_setup(1), self.valid.eq(0)]
         return m

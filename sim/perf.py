@@ -35,7 +35,7 @@ from sushi import isa
 from sushi.config import AccelConfig
 from sushi.isa import Op
 
-from rtl.pe_array import latency as pe_latency     # the PE array pipeline (cycles to res_valid)
+from rtl.conv import latency as conv_latency      # a step's issue to res_valid (the PE array's pipeline)
 from rtl.postproc import latency as pp_latency     # the post-processor pipeline (beat in -> out)
 
 __all__ = ["DramTiming", "instr_cycles", "program_cycles", "predict", "latency_table", "Residency",
@@ -416,11 +416,12 @@ class _Machine:
         cs = [d + 1]                                            # CE: IDLE -> GSTART
 
         def engine(k):
-            f0 = max(cs[k] + 3, fe[k])                          # window valid 3 cycles after GSTART
+            # window valid 3 cycles after GSTART (deep: its first step through the step queue)
+            f0 = max(cs[k] + 3 + self.deep, fe[k])
             e = f0 + (P - 1) * period + S - 1                   # the group's final step
             # its last output word into the post-processor: PE array from e+1, res_valid, drain
-            self.pp_last = e + 1 + pe_latency(self.cfg) + nwords
-            rel.append(e + RW + 4 + pe_latency(self.cfg))       # FLUSH wait RW+3+latency..0: release
+            self.pp_last = e + 1 + conv_latency(self.cfg) + nwords
+            rel.append(e + RW + 4 + conv_latency(self.cfg))     # FLUSH wait RW+3+latency..0: release
             cs.append(rel[-1] + 1)                              # GSTART
 
         ws = d + 1                                              # WF: IDLE -> GROUP

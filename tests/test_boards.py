@@ -233,6 +233,18 @@ def test_board_build_plan_without_tools(board, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["board"] == board
 
 
+def test_placement_seed_reaches_nextpnr(tmp_path):
+    """``seed`` goes to nextpnr's command line and into report.json; without one the board's
+    (nextpnr's default for both boards) and no ``--seed``; a non-integer seed is refused."""
+    rep = build("ulx3s", None, tmp_path / "s7", do_build=False, seed=7)
+    script = (tmp_path / "s7" / "build" / "build_sushi_soc.sh").read_text()
+    assert rep["seed"] == 7 and "--seed 7" in script
+    rep = build("ulx3s", None, tmp_path / "s0", do_build=False)
+    assert rep["seed"] is None and "--seed" not in (tmp_path / "s0" / "build" / "build_sushi_soc.sh").read_text()
+    with pytest.raises(BoardError, match="'seed' must be an integer, not '2'"):
+        build("ulx3s", None, tmp_path / "bad", do_build=False, seed="2")
+
+
 def test_unknown_board_is_a_board_error(tmp_path):
     with pytest.raises(BoardError, match="unknown board 'zedboard'; boards: icebreaker, ulx3s"):
         build("zedboard", None, tmp_path)
@@ -279,6 +291,7 @@ def test_commands_register_build_and_deploy():
     add_commands(p.add_subparsers(dest="cmd"))
     a = p.parse_args(["build", "--board", "icebreaker", "-o", "x"])
     assert a.board == "icebreaker" and a.config is None and a.func.__name__ == "cmd_build"
+    assert a.seed is None and p.parse_args(["build", "--board", "ulx3s", "-o", "x", "--seed", "3"]).seed == 3
     a = p.parse_args(["deploy", "--board", "ulx3s", "x"])
     assert a.out == "x" and a.func.__name__ == "cmd_deploy"
 
