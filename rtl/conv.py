@@ -130,9 +130,11 @@ class ConvEngine(wiring.Component):
                     m.d.sync += sub.eq(sub + 1)
 
         # ---- cycle 1: memory data -> PE array
-        en1, first1, last1, inpad1 = Signal(), Signal(), Signal(), Signal()
-        sub1 = Signal(range(R))
-        tag1 = Signal(16)
+        # (with the timing registers only en1 has a reset: the others matter under it)
+        en1, first1, last1, inpad1 = (Signal(), Signal(reset_less=regs), Signal(reset_less=regs),
+                                      Signal(reset_less=regs))
+        sub1 = Signal(range(R), reset_less=regs)
+        tag1 = Signal(16, reset_less=regs)
         m.d.sync += [en1.eq(issue), first1.eq(step.first), last1.eq(step.last), inpad1.eq(step.inpad),
                      sub1.eq(sub), tag1.eq(step.obase)]
         pe_in = {"en": en1, "first": first1, "last": last1, "dsel": sub1, "tag": tag1,

@@ -78,7 +78,9 @@ class PeArray(wiring.Component):
         names = ("en", "first", "last", "dw", "dsel", "inpad", "tag")
         ctl = [{n: getattr(self, n) for n in names}]
         for k in range(1, L):
-            ctl.append({n: Signal.like(getattr(self, n), name=f"{n}{k}") for n in names})
+            # (with the timing registers only ``en`` has a reset: the others matter under it)
+            ctl.append({n: Signal.like(getattr(self, n), name=f"{n}{k}",
+                                       reset_less=n != "en" and timing_regs(platform)) for n in names})
             m.d.sync += [ctl[k][n].eq(ctl[k - 1][n]) for n in names]
 
         def rows_of(w):

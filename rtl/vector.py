@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 from sushi.config import AccelConfig
 from sushi.isa import LUT_BYTES, Op
 
-from .bus import (BUFFER_ATTRS, DUP, CmdSignature, DataSignature, INSTR_BITS, fanout_copies, instr_fields,
-                  stable_copy, timing_regs)
+from .bus import (BUFFER_ATTRS, DUP, CmdSignature, DataSignature, INSTR_BITS, driving_register,
+                  fanout_copies, instr_fields, stable_copy, timing_regs)
 from .dsp import ecp5_dsp_regs, registered_product
 from .postproc import PostprocSignature
 from .window import WindowSignature
@@ -178,7 +178,7 @@ class VectorUnit(wiring.Component):
             aend = Signal()
             cw_last = stable_copy(m, (fm["c_w"] - 1)[:10], regs, "cw_last")   # c_w - 1
             npix_last = stable_copy(m, (fm["n_pix"] - 1)[:20], regs, "npix_last")
-            nw_last = stable_copy(m, (fa["n_words"] - 1)[:20], regs, "nw_last")
+            nw_last = stable_copy(m, (fa["n_words"] - 1)[:20], regs, "nw_last", reset_less=True)
             # aend is a register: the counters only move on a ``b`` read, so the ``a`` read before
             # it decides (into pre_end, wrap) whether that step ends the run / wraps c
             pre_end, wrap = Signal(), Signal()
@@ -332,7 +332,7 @@ class VectorUnit(wiring.Component):
                              rp.addr.eq(lin[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
                 tab_r.append(rp)
             lend = Signal()             # li == n_words, kept as a flag
-            lw_last = stable_copy(m, (fl["n_words"] - 1)[:20], regs, "lw_last")
+            lw_last = stable_copy(m, (fl["n_words"] - 1)[:20], regs, "lw_last", reset_less=True)
             lissue = lrun & ~lend
             len0, ltag0 = Signal(), Signal(16)
             m.d.sync += [len0.eq(lissue), ltag0.eq(fl["out_addr"] + li)]
@@ -373,7 +373,13 @@ class VectorUnit(wiring.Component):
         if cfg.deep_pipeline:
             bt = SimpleNamespace(**{n: Signal.like(getattr(self.pp, n), name=f"beat_{n}",
                                                    reset_less=n != "valid") for n in fields})
-            m.d.sync += [getattr(self.pp, n).eq(getattr(bt, n)) for n in fields]
+            # (with the timing registers only ``valid`` has a reset: the beat's data matter
+            # under it)
+            for n in fields:
+                dst = getattr(self.pp, n)
+                if regs and n != "valid":
+                    dst = driving_register(m, dst, f"beat_{n}_r")
+                m.d.sync += dst.eq(getattr(bt, n))
         else:
             bt = self.pp
 

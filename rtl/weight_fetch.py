@@ -180,18 +180,20 @@ class WeightFetch(wiring.Component):
         # deep_pipeline), so they are ready by GEN, two cycles after ``start`` at the earliest;
         # no multiplier or mux of instruction fields on the GEN cycle's paths
         dw = f["dw"]
-        khkw = Signal(16)
+        # (the instruction's loop bounds, reloaded every cycle: no reset with the timing registers)
+        khkw = Signal(16, reset_less=regs)
         nt = Signal(16)
         m.d.sync += khkw.eq(f["kh"] * f["kw"])
         if R & (R - 1) == 0:
             m.d.comb += nt.eq((khkw + R - 1) >> (R.bit_length() - 1))
         else:
             m.d.comb += nt.eq((khkw + R - 1) // R)
-        la1, lb1, lc1 = Signal(8), Signal(8), Signal(16)    # loop bounds - 1 (ky, kx, c)
+        # loop bounds - 1 (ky, kx, c)
+        la1, lb1, lc1 = Signal(8, reset_less=regs), Signal(8, reset_less=regs), Signal(16, reset_less=regs)
         m.d.sync += [la1.eq(Mux(dw, 1, f["kh"]) - 1), lb1.eq(Mux(dw, 1, f["kw"]) - 1),
                      lc1.eq(Mux(dw, nt, f["cin_w"]) - 1)]
-        rec_beats1 = Signal(8)
-        rec_stride = Signal(16)
+        rec_beats1 = Signal(8, reset_less=regs)
+        rec_stride = Signal(16, reset_less=regs)
         m.d.sync += [rec_beats1.eq(Mux(dw, 8, 8 * R // V) - 1),
                      rec_stride.eq(Mux(dw, V * PARAM_BYTES, R * PARAM_BYTES))]
 
@@ -247,14 +249,15 @@ class WeightFetch(wiring.Component):
         # and colb = rowb + kx*tile_skx, those two are contiguous iff tile_skx == lc1 + 1 and
         # tile_sky == lb1*tile_skx + lc1 + 1, per-instruction constants (registered in three
         # steps; the instruction is stable from three cycles before ``start``, GEN comes two after)
-        la2, lb2, lc2 = Signal(8), Signal(8), Signal(16)     # (registered forms) the bounds - 2
+        # (registered forms) the bounds - 2
+        la2, lb2, lc2 = Signal(8, reset_less=regs), Signal(8, reset_less=regs), Signal(16, reset_less=regs)
         rec_beats2 = Signal(8)
         if regs:
             m.d.sync += [la2.eq(la1 - 1), lb2.eq(lb1 - 1), lc2.eq(lc1 - 1), rec_beats2.eq(rec_beats1 - 1)]
             pk_last = Signal()      # pk == rec_beats1, a flag
             same = Signal()
             kx_contig, ky_contig = Signal(), Signal()
-            skx_lb1 = Signal(TB)
+            skx_lb1 = Signal(TB, reset_less=True)
             m.d.sync += [skx_lb1.eq(lb1 * f["tile_skx"]),
                          kx_contig.eq(f["tile_skx"][:TB] == (lc1 + 1)[:TB]),
                          ky_contig.eq(f["tile_sky"][:TB] == (skx_lb1 + lc1 + 1)[:TB])]
@@ -277,7 +280,7 @@ class WeightFetch(wiring.Component):
             stop = run_any & (hit | ~same | run_full)
         # the PB read address pbrow + c: with the timing registers a register per PB row (each by
         # its block RAMs), stepped beside c and pbrow, not an adder in front of all of them
-        slots = [Signal(SB, name=f"pbslot{DUP}{r}") for r in range(R)] if regs and PBT else []
+        slots = [Signal(SB, name=f"pbslot{DUP}{r}", reset_less=True) for r in range(R)] if regs and PBT else []
 
         def slot_upd(v):
             return [s.eq(v) for s in slots]

@@ -84,17 +84,23 @@ class WindowGen(wiring.Component):
         cfgp = {n: stable_copy(m, getattr(self, n), regs, f"cfg_{n}", reset_less=True) for n, _ in CFG_PORTS}
         (in_h, in_w, out_h, out_w, kh, kw, sh, sw, pad_top, pad_left, n_cc, n_c, stride, ioff,
          obase0, ostride) = (cfgp[n] for n, _ in CFG_PORTS)
-        oy, ox, cc, c = Signal(10), Signal(10), Signal(10), Signal(10)
-        ky, kx = Signal(8), Signal(8, name="kx")     # (kx named: the closure below hides it from the tracer)
-        iy0, ix0, iy, ix = (Signal(signed(14), name=n) for n in ("iy0", "ix0", "iy", "ix"))
-        prow, pbase, rbase, kbase = (Signal(A, name=n) for n in ("prow", "pbase", "rbase", "kbase"))
+        # with the timing registers every register but valid and the setup flags without a reset:
+        # each is loaded while idle or in the setup cycles before valid rises (the power-on
+        # reset is one flip-flop's net to all the others it reaches)
+        rl = regs
+        oy, ox, cc, c = (Signal(10, reset_less=rl), Signal(10, reset_less=rl), Signal(10, reset_less=rl),
+                         Signal(10, reset_less=rl))
+        # (kx named: the closure below hides it from the tracer)
+        ky, kx = Signal(8, reset_less=rl), Signal(8, name="kx", reset_less=rl)
+        iy0, ix0, iy, ix = (Signal(signed(14), name=n, reset_less=rl) for n in ("iy0", "ix0", "iy", "ix"))
+        prow, pbase, rbase, kbase = (Signal(A, name=n, reset_less=rl) for n in ("prow", "pbase", "rbase", "kbase"))
         # word addresses of the current output row / pixel (prow, pbase) and kernel row / position
         # (rbase, kbase); the first two include ioff and the others also cc, so the step's
         # address is kbase + c, kept in a register beside them
-        rowstride, colstep, rowstep, padl, padt = (Signal(A, name=n) for n in
+        rowstride, colstep, rowstep, padl, padt = (Signal(A, name=n, reset_less=rl) for n in
                                                    ("rowstride", "colstep", "rowstep", "padl", "padt"))
-        obase = Signal(A)
-        iop = Signal(A)         # ioff - padl (setup 1), so the first address is one subtraction away
+        obase = Signal(A, reset_less=rl)
+        iop = Signal(A, reset_less=rl)        # ioff - padl (setup 1), so the first address is one subtraction away
         # the setup cycles: with the timing registers two one-hot flags (and the step below in a
         # branch of its own, no setup decode in front of the counters' enables: a step comes only
         # while valid, and valid is low during setup), else a 2-bit counter
@@ -115,7 +121,7 @@ class WindowGen(wiring.Component):
         # value's compare when a counter moves), so the step outputs and every decision below
         # (the users' issue logic, ``advance`` and the counters' enables) start at flip-flops
         pairs = ((c, n_c), (kx, kw), (ky, kh), (cc, n_cc), (ox, out_w), (oy, out_h))
-        flags = [Signal(name=f"last_{n}") for n in ("c", "kx", "ky", "cc", "ox", "oy")]
+        flags = [Signal(name=f"last_{n}", reset_less=rl) for n in ("c", "kx", "ky", "cc", "ox", "oy")]
         last_c, last_kx, last_ky, last_cc, last_ox, last_oy = flags
         bounds = [(f, x, n) for f, (x, n) in zip(flags, pairs)]
 
@@ -127,7 +133,7 @@ class WindowGen(wiring.Component):
         # rises): the step compares are x == n - 2
         nm2 = {}
         for f, (x, n) in zip(flags, pairs):
-            nm2[id(f)] = Signal(len(x), name=f"{f.name}_n2")
+            nm2[id(f)] = Signal(len(x), name=f"{f.name}_n2", reset_less=rl)
             m.d.sync += nm2[id(f)].eq(n - 2)
 
         def step(flag):         # the counter goes to x + 1
@@ -135,7 +141,7 @@ class WindowGen(wiring.Component):
             return [flag.eq(x == nm2[id(flag)])]
         # the step's address is a register too (kbase + c kept beside kbase and c: the activation
         # buffer's address port starts at a flip-flop)
-        addr_r = Signal(A)
+        addr_r = Signal(A, reset_less=rl)
 
         def kb(v):              # kbase and the address register (where c goes to 0) set to v
             return [kbase.eq(v), addr_r.eq(v)]
