@@ -202,13 +202,16 @@ class ConvEngine(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.comb += win.start.eq(1)
+                    if regs:        # (RUN as a flag of its own: it gates the issue and the steps)
+                        m.d.sync += running.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += running.eq(1)
+                if not regs:
+                    m.d.comb += running.eq(1)
                 with m.If(issue & step.final):
                     m.d.sync += wait.eq(RW + 3 + latency(cfg))
                     if regs:
-                        m.d.sync += wait_end.eq(0)
+                        m.d.sync += [wait_end.eq(0), running.eq(0)]
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += wait.eq(wait - 1)

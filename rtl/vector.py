@@ -404,6 +404,8 @@ class VectorUnit(wiring.Component):
             with m.State("IDLE"):
                 def go_pool():
                     m.d.comb += win.start.eq(1)
+                    if regs:        # (POOL as a flag of its own: it gates the window's steps)
+                        m.d.sync += prun.eq(1)
                     m.next = "POOL"
 
                 def go_lut():
@@ -420,9 +422,12 @@ class VectorUnit(wiring.Component):
                     _chain(m, [(is_pool, go_pool)] * POOL + [(is_lut, go_lut)] * LUT + [(None, go_add)] * AM)
             if POOL:
                 with m.State("POOL"):
-                    m.d.comb += prun.eq(1)
+                    if not regs:
+                        m.d.comb += prun.eq(1)
                     with m.If(win.advance & win.final):
                         m.d.sync += wait.eq(4 + 2 * int(cfg.deep_pipeline))
+                        if regs:
+                            m.d.sync += prun.eq(0)
                         m.next = "FLUSH"
             if AM:
                 with m.State("ADD"):

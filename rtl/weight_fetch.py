@@ -189,7 +189,8 @@ class WeightFetch(wiring.Component):
         else:
             m.d.comb += nt.eq((khkw + R - 1) // R)
         # loop bounds - 1 (ky, kx, c)
-        la1, lb1, lc1 = Signal(8, reset_less=regs), Signal(8, reset_less=regs), Signal(16, reset_less=regs)
+        la1, lb1, lc1 = (Signal(8, reset_less=regs), Signal(8, reset_less=regs),
+                         Signal(16, name="lc1", reset_less=regs))
         m.d.sync += [la1.eq(Mux(dw, 1, f["kh"]) - 1), lb1.eq(Mux(dw, 1, f["kw"]) - 1),
                      lc1.eq(Mux(dw, nt, f["cin_w"]) - 1)]
         rec_beats1 = Signal(8, reset_less=regs)
@@ -200,8 +201,8 @@ class WeightFetch(wiring.Component):
         g = Signal(10)
         g_end = Signal()        # g == n_groups, a flag set beside g
         h = Signal()
-        gbase, rowb, colb = Signal(TB), Signal(TB), Signal(TB)
-        ky, kx = Signal(8), Signal(8)
+        gbase, rowb, colb = Signal(TB), Signal(TB), Signal(TB, name="colb")     # (named: see kx)
+        ky, kx = Signal(8), Signal(8, name="kx")      # (named: the closure below hides it from the tracer)
         c = Signal(16)
         gen_done = Signal()
         run_start = Signal(TB)
@@ -310,6 +311,60 @@ class WeightFetch(wiring.Component):
                 m.d.comb += [wport[r].addr.eq(Mux(h, WT, 0) + tloc), wport[r].data.eq(self.rd_data.data)]
             for r in range(len(pb_w)):
                 m.d.comb += [pb_w[r].addr.eq(sg_slot), pb_w[r].data.eq(self.rd_data.data)]
+
+        # with the timing registers GEN's take decision (state GEN, not gen_done, not stop) is a
+        # flag of its own, set on the way into GEN and from the flags' next values as a tile is
+        # taken: the enables of the ~100 registers a take steps start at one flip-flop
+        take_en = Signal()
+
+        def take_tile():
+            """GEN takes this tile: a hit is copied from the PB now, a miss joins the DRAM run."""
+            m.d.comb += [self.inc_pb_miss.eq(~hit), self.inc_pb_hit.eq(hit)]
+            with m.If(hit):
+                if regs:
+                    m.d.comb += cp_take.eq(1)
+                m.d.sync += [*([] if regs else [cp_v.eq(1)]), cp_dst.eq(Mux(h, WT, 0) + tloc),
+                             tloc.eq(tloc + 1)]
+            with m.Else():
+                with m.If(~run_any):
+                    m.d.sync += run_start.eq(cur)
+                m.d.sync += [run_len.eq(run_len + 1),
+                             *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run))]
+                if regs:
+                    m.d.sync += same.eq(~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig))
+                else:       # (the next cur compared with cur + 1 directly, no multiplier)
+                    nxt1 = (cur + 1)[:TB]
+                    m.d.sync += same.eq(~c_last | Mux(~kx_last, (colb + f["tile_skx"])[:TB] == nxt1,
+                                                      ~ky_last & ((rowb + f["tile_sky"])[:TB] == nxt1)))
+            ri_n = Mux(ri == 0xFFFF, ri, ri + 1)                               # saturates
+            if regs:    # stop from the flags' next values (as assigned here)
+                col_hit_n = Mux(~c_last, c + 1 < e_cres, e_cres != 0)
+                row_hit_n = Mux(~c_last, row_hit, e_ok & (ri_n < e_rows))
+                same_n = Mux(hit, same, ~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig))
+                full_n = Mux(hit, run_full, run_len + 1 == max_run)
+                stop_n = (run_any | ~hit) & ((row_hit_n & col_hit_n) | ~same_n | full_n)
+                m.d.sync += [stop.eq(stop_n), take_en.eq(~stop_n)]
+            with m.If(~c_last):
+                m.d.sync += [c.eq(c + 1), cur.eq(cur + 1), *upd(c_last.eq(c == lc2),
+                                                col_hit.eq(c + 1 < e_cres))]
+                m.d.sync += slot_upd(slots[0] + 1 if slots else 0)
+            with m.Else():
+                m.d.sync += slot_upd(pbrow + e_cres)
+                m.d.sync += [c.eq(0), ri.eq(ri_n), pbrow.eq(pbrow + e_cres),
+                             *upd(c_last.eq(lc1 == 0), col_hit.eq(e_cres != 0),
+                                  row_hit.eq(e_ok & (ri_n < e_rows)))]
+                with m.If(~kx_last):
+                    m.d.sync += [kx.eq(kx + 1), colb.eq(colb + f["tile_skx"]),
+                                 cur.eq(colb + f["tile_skx"]), *upd(kx_last.eq(kx == lb2))]
+                with m.Else():
+                    m.d.sync += [kx.eq(0), *upd(kx_last.eq(lb1 == 0))]
+                    with m.If(~ky_last):
+                        m.d.sync += [ky.eq(ky + 1), rowb.eq(rowb + f["tile_sky"]),
+                                     colb.eq(rowb + f["tile_sky"]),
+                                     cur.eq(rowb + f["tile_sky"]), *upd(ky_last.eq(ky == la2))]
+                    with m.Else():
+                        m.d.sync += [gen_done.eq(1), *([take_en.eq(0)] if regs else [])]
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start & is_sr):
@@ -339,8 +394,7 @@ class WeightFetch(wiring.Component):
                 with m.If(g_end):
                     m.next = "IDLE"
                 with m.Elif(~self.full.bit_select(h, 1)):
-                    if not regs:
-                        m.d.sync += gen_init
+                    m.d.sync += [take_en.eq(1)] if regs else gen_init
                     m.next = "GEN"
             with m.State("GEN"):
                 with m.If(gen_done):
@@ -351,51 +405,8 @@ class WeightFetch(wiring.Component):
                 with m.Elif(stop):
                     m.next = "ISSUE"
                 with m.Else():
-                    # take this tile: a hit is copied from the PB now, a miss joins the DRAM run
-                    m.d.comb += [self.inc_pb_miss.eq(~hit), self.inc_pb_hit.eq(hit)]
-                    with m.If(hit):
-                        if regs:
-                            m.d.comb += cp_take.eq(1)
-                        m.d.sync += [*([] if regs else [cp_v.eq(1)]), cp_dst.eq(Mux(h, WT, 0) + tloc),
-                                     tloc.eq(tloc + 1)]
-                    with m.Else():
-                        with m.If(~run_any):
-                            m.d.sync += run_start.eq(cur)
-                        m.d.sync += [run_len.eq(run_len + 1),
-                                     *upd(run_any.eq(1), run_full.eq(run_len + 1 == max_run))]
-                        if regs:
-                            m.d.sync += same.eq(~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig))
-                        else:       # (the next cur compared with cur + 1 directly, no multiplier)
-                            nxt1 = (cur + 1)[:TB]
-                            m.d.sync += same.eq(~c_last | Mux(~kx_last, (colb + f["tile_skx"])[:TB] == nxt1,
-                                                              ~ky_last & ((rowb + f["tile_sky"])[:TB] == nxt1)))
-                    ri_n = Mux(ri == 0xFFFF, ri, ri + 1)                               # saturates
-                    if regs:    # stop from the flags' next values (as assigned here)
-                        col_hit_n = Mux(~c_last, c + 1 < e_cres, e_cres != 0)
-                        row_hit_n = Mux(~c_last, row_hit, e_ok & (ri_n < e_rows))
-                        same_n = Mux(hit, same, ~c_last | Mux(~kx_last, kx_contig, ~ky_last & ky_contig))
-                        full_n = Mux(hit, run_full, run_len + 1 == max_run)
-                        m.d.sync += stop.eq((run_any | ~hit) & ((row_hit_n & col_hit_n) | ~same_n | full_n))
-                    with m.If(~c_last):
-                        m.d.sync += [c.eq(c + 1), cur.eq(cur + 1), *upd(c_last.eq(c == lc2),
-                                                        col_hit.eq(c + 1 < e_cres))]
-                        m.d.sync += slot_upd(slots[0] + 1 if slots else 0)
-                    with m.Else():
-                        m.d.sync += slot_upd(pbrow + e_cres)
-                        m.d.sync += [c.eq(0), ri.eq(ri_n), pbrow.eq(pbrow + e_cres),
-                                     *upd(c_last.eq(lc1 == 0), col_hit.eq(e_cres != 0),
-                                          row_hit.eq(e_ok & (ri_n < e_rows)))]
-                        with m.If(~kx_last):
-                            m.d.sync += [kx.eq(kx + 1), colb.eq(colb + f["tile_skx"]),
-                                         cur.eq(colb + f["tile_skx"]), *upd(kx_last.eq(kx == lb2))]
-                        with m.Else():
-                            m.d.sync += [kx.eq(0), *upd(kx_last.eq(lb1 == 0))]
-                            with m.If(~ky_last):
-                                m.d.sync += [ky.eq(ky + 1), rowb.eq(rowb + f["tile_sky"]),
-                                             colb.eq(rowb + f["tile_sky"]),
-                                             cur.eq(rowb + f["tile_sky"]), *upd(ky_last.eq(ky == la2))]
-                            with m.Else():
-                                m.d.sync += gen_done.eq(1)
+                    if not regs:
+                        take_tile()
             with m.State("ISSUE"):
                 m.d.comb += [self.rd_cmd.valid.eq(1),
                              self.rd_cmd.addr.eq(daddr),
@@ -422,6 +433,7 @@ class WeightFetch(wiring.Component):
                         with m.If(gen_done):
                             m.next = "PCMD"
                         with m.Else():
+                            m.d.sync += [take_en.eq(1)] if regs else []
                             m.next = "GEN"
             with m.State("PCMD"):
                 m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.addr.eq(paddr),
@@ -476,6 +488,9 @@ class WeightFetch(wiring.Component):
             with m.State("SR"):
                 m.d.comb += [res_set.eq(1), self.done.eq(1)]
                 m.next = "IDLE"
+        if regs:
+            with m.If(take_en):
+                take_tile()
 
         # the PB copy write (never in the same cycle as a DRAM beat: DATA follows GEN via ISSUE)
         # (with the timing registers from a copy of cp_v per row: each selects 8 * V + 1 bits)
