@@ -235,12 +235,15 @@ def test_board_build_plan_without_tools(board, tmp_path):
 
 def test_placement_seed_reaches_nextpnr(tmp_path):
     """``seed`` goes to nextpnr's command line and into report.json; without one the board's
-    (nextpnr's default for both boards) and no ``--seed``; a non-integer seed is refused."""
+    (none: nextpnr's default and no ``--seed``); a non-integer seed is refused."""
     rep = build("ulx3s", None, tmp_path / "s7", do_build=False, seed=7)
     script = (tmp_path / "s7" / "build" / "build_sushi_soc.sh").read_text()
     assert rep["seed"] == 7 and "--seed 7" in script
-    rep = build("ulx3s", None, tmp_path / "s0", do_build=False)
-    assert rep["seed"] is None and "--seed" not in (tmp_path / "s0" / "build" / "build_sushi_soc.sh").read_text()
+    for board in BOARDS:
+        rep = build(board, None, tmp_path / board, do_build=False)
+        script = (tmp_path / board / "build" / "build_sushi_soc.sh").read_text()
+        seed = BOARDS[board].seed
+        assert rep["seed"] == seed and (f"--seed {seed}" in script if seed is not None else "--seed" not in script)
     with pytest.raises(BoardError, match="'seed' must be an integer, not '2'"):
         build("ulx3s", None, tmp_path / "bad", do_build=False, seed="2")
 
