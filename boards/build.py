@@ -147,7 +147,8 @@ def build(board: str, cfg: "AccelConfig | str | None", out_dir, *, baud: int = D
     plan = plat.build(top, **kw)
     steps["elaborate_s"] = round(time.perf_counter() - t0, 2)
     report = {"board": b.name, "device": f"{plat.device}-{plat.package}", "config": cfg.to_json(),
-              "preset": cfg.name, "seed": seed, "target_mhz": b.target_mhz, "clock_mhz": top.f_mhz, "baud": baud,
+              "preset": cfg.name, "seed": seed, "target_mhz": b.target_mhz, "clock_mhz": top.f_mhz,
+              "baud": baud,
               "uart_divisor": top.divisor, "mem_bytes": b.mem_bytes,
               "ram": "spram" if b.family == "ice40" else "bram"}
     if not do_build:

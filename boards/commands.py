@@ -59,7 +59,8 @@ def cmd_build(args) -> int:
         print(json.dumps({k: rep.get(k) for k in keys}, indent=2))
         print(f"elaborated only (no synthesis, place and route): the build tree is in {args.out}/build")
         return 0
-    keys = ("board", "preset", "seed", "fmax_mhz", "target_mhz", "timing_met", "utilization", "build_s", "bitstream")
+    keys = ("board", "preset", "seed", "fmax_mhz", "target_mhz", "timing_met", "utilization", "build_s",
+            "bitstream")
     print(json.dumps({k: rep.get(k) for k in keys}, indent=2))
     if not rep.get("timing_met"):
         print(f"warning: timing not met: fmax {rep.get('fmax_mhz')} MHz < {rep.get('clock_mhz')} MHz")

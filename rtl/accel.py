@@ -105,7 +105,8 @@ class SushiAccel(wiring.Component):
         is_vec_r = stable_copy(m, is_vec, True, "is_vec_r" + (DUP if regs else ""))
         is_pool_r = stable_copy(m, is_pool, True, "is_pool_r")
         # (named like a copy where the write select's copy below exists: the same decode)
-        is_dma_r = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), True, "is_dma_r" + (DUP if regs else ""))
+        is_dma_r = stable_copy(m, (op == Op.LOAD) | (op == Op.STORE), True,
+                               "is_dma_r" + (DUP if regs else ""))
         is_conv_r = stable_copy(m, op == Op.CONV, True, "is_conv_r")
         is_wf_r = stable_copy(m, (op == Op.CONV) | (op == Op.LOADSG) | (op == Op.SETRES), True, "is_wf_r")
         unit_rd = Mux(op == Op.LOAD, 1, Mux((op == Op.LUT) & cfg.op_lut, 3, 2))

@@ -216,13 +216,14 @@ class VectorUnit(wiring.Component):
                 en_, ph_, tg_ = Signal(name=f"aen{3 + k}"), Signal(name=f"aph{3 + k}"), \
                     Signal(16, name=f"atag{3 + k}", reset_less=regs)
                 m.d.sync += [en_.eq(aen3), ph_.eq(aph3), tg_.eq(atag3)]
-                if k == int(cfg.deep_pipeline) and cfg.deep_pipeline and regs:
-                    # the product's cycle: each lane's areg and xr loads from its own copy of the
-                    # stage's two enables (one LUT of aen/aph had routed to 8 x 50 enable pins)
-                    lane_aload = fanout_copies(m, aen3 & ~aph3, V, "aload")
-                    lane_xload = fanout_copies(m, aen3 & aph3, V, "xload")
+                prev_en, prev_ph = aen3, aph3
                 aen3, aph3, atag3 = en_, ph_, tg_
-            if not (cfg.deep_pipeline and regs):
+            if cfg.deep_pipeline and regs:
+                # the product's cycle: each lane's areg and xr loads from its own copy of the
+                # stage's two enables (one LUT of aen/aph had routed to every lane's enable pins)
+                lane_aload = fanout_copies(m, prev_en & ~prev_ph, V, "aload")
+                lane_xload = fanout_copies(m, prev_en & prev_ph, V, "xload")
+            else:
                 lane_aload, lane_xload = [aen3 & ~aph3] * V, [aen3 & aph3] * V
             in_dsp = cfg.deep_pipeline and ecp5_dsp_regs(platform)
             m.d.sync += xv.eq(aen3 & aph3)
@@ -318,17 +319,16 @@ class VectorUnit(wiring.Component):
                 # the earliest: buffer word, then ``lin``)
                 t_data = Signal(8 * V, name="tw_data_r", reset_less=True)
                 m.d.sync += t_data.eq(self.rd_data.data)
-                t_data = [t_data] * V
                 t_en = fanout_copies(m, t_we, V, "tw_en")
                 t_addr = fanout_copies(m, tk, V, "tw_addr", reset_less=True)
             else:
-                t_data, t_en, t_addr = [self.rd_data.data] * V, [t_we] * V, [tk] * V
+                t_data, t_en, t_addr = self.rd_data.data, [t_we] * V, [tk] * V
             for j in range(V):
                 mem = Memory(shape=8 * V, depth=LW, init=[], attrs=BUFFER_ATTRS)
                 m.submodules[f"lut{j}"] = mem
                 wp = mem.write_port()
                 rp = mem.read_port()
-                m.d.comb += [wp.addr.eq(t_addr[j]), wp.data.eq(t_data[j]), wp.en.eq(t_en[j]),
+                m.d.comb += [wp.addr.eq(t_addr[j]), wp.data.eq(t_data), wp.en.eq(t_en[j]),
                              rp.addr.eq(lin[8 * j + lb:8 * j + 8]), rp.en.eq(is_lut)]
                 tab_r.append(rp)
             lend = Signal()             # li == n_words, kept as a flag

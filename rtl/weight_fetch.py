@@ -32,9 +32,10 @@ class WeightFetch(wiring.Component):
     DRAM traffic); consecutive **misses** are merged into one DRAM burst (a hit ends the burst);
     then its requantization records.  Tile ``t`` of a group lands in entry ``half*wbuf_tiles + t``
     of R memories of V bytes (beat r of a tile -> memory r), so ``w_rdata`` is a whole tile per
-    cycle, the cycle after ``w_raddr`` (two cycles with ``deep_pipeline``).  Records land in a memory of 64V-bit words (the V records of one output word), entry
-    ``half*RW + q``.  ``full[h]`` is set when half h holds a complete group; the consumer frees it
-    with ``release`` (half ``release_half``).
+    cycle, the cycle after ``w_raddr`` (two cycles with ``deep_pipeline``).  Records land in a
+    memory of 64V-bit words (the V records of one output word), entry ``half*RW + q``.
+    ``full[h]`` is set when half h holds a complete group; the consumer frees it with ``release``
+    (half ``release_half``).
 
     The Persistent Buffer is ``pb_tiles`` tiles organised like the weight buffer (R memories of V
     bytes).  LOADSG (the sequencer has already checked its range) copies tiles ``tile_lo ..`` from
@@ -281,7 +282,8 @@ class WeightFetch(wiring.Component):
             stop = run_any & (hit | ~same | run_full)
         # the PB read address pbrow + c: with the timing registers a register per PB row (each by
         # its block RAMs), stepped beside c and pbrow, not an adder in front of all of them
-        slots = [Signal(SB, name=f"pbslot{DUP}{r}", reset_less=True) for r in range(R)] if regs and PBT else []
+        slots = ([Signal(SB, name=f"pbslot{DUP}{r}", reset_less=True) for r in range(R)]
+                 if regs and PBT else [])
 
         def slot_upd(v):
             return [s.eq(v) for s in slots]

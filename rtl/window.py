@@ -93,14 +93,15 @@ class WindowGen(wiring.Component):
         # (kx named: the closure below hides it from the tracer)
         ky, kx = Signal(8, reset_less=rl), Signal(8, name="kx", reset_less=rl)
         iy0, ix0, iy, ix = (Signal(signed(14), name=n, reset_less=rl) for n in ("iy0", "ix0", "iy", "ix"))
-        prow, pbase, rbase, kbase = (Signal(A, name=n, reset_less=rl) for n in ("prow", "pbase", "rbase", "kbase"))
+        prow, pbase, rbase, kbase = (Signal(A, name=n, reset_less=rl)
+                                     for n in ("prow", "pbase", "rbase", "kbase"))
         # word addresses of the current output row / pixel (prow, pbase) and kernel row / position
         # (rbase, kbase); the first two include ioff and the others also cc, so the step's
         # address is kbase + c, kept in a register beside them
         rowstride, colstep, rowstep, padl, padt = (Signal(A, name=n, reset_less=rl) for n in
                                                    ("rowstride", "colstep", "rowstep", "padl", "padt"))
         obase = Signal(A, reset_less=rl)
-        iop = Signal(A, reset_less=rl)        # ioff - padl (setup 1), so the first address is one subtraction away
+        iop = Signal(A, reset_less=rl)      # ioff - padl (setup 1): the first address one subtraction away
         # the setup cycles: with the timing registers two one-hot flags (and the step below in a
         # branch of its own, no setup decode in front of the counters' enables: a step comes only
         # while valid, and valid is low during setup), else a 2-bit counter

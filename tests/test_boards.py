@@ -243,7 +243,8 @@ def test_placement_seed_reaches_nextpnr(tmp_path):
         rep = build(board, None, tmp_path / board, do_build=False)
         script = (tmp_path / board / "build" / "build_sushi_soc.sh").read_text()
         seed = BOARDS[board].seed
-        assert rep["seed"] == seed and (f"--seed {seed}" in script if seed is not None else "--seed" not in script)
+        assert rep["seed"] == seed
+        assert (f"--seed {seed}" in script) if seed is not None else ("--seed" not in script)
     with pytest.raises(BoardError, match="'seed' must be an integer, not '2'"):
         build("ulx3s", None, tmp_path / "bad", do_build=False, seed="2")
 
